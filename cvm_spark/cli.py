@@ -1,0 +1,150 @@
+"""The ``cvm`` command line (also ``python -m cvm_spark``).
+
+Subcommands:
+
+* ``cvm validate-config``: load and check a config file; no Spark.
+* ``cvm generate``: write a synthetic input sample (see docs/generator.md).
+* ``cvm run``: run the snapshot pipeline (optionally generating the sample first).
+
+The config is validated before the SparkSession is built, so a bad key costs no JVM start.
+Under ``spark-submit`` the master comes from spark-submit; run directly with ``python`` the
+default is local mode (``local[*]``) unless ``--master`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from cvm_spark.config import ConfigError, CvmConfig, load_config
+
+log = logging.getLogger("cvm_spark")
+
+DEFAULT_CONFIG = "conf/cvm.yaml"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=os.environ.get("CVM_CONFIG", DEFAULT_CONFIG),
+                        help="YAML config file (default: %(default)s; env CVM_CONFIG)")
+    parser.add_argument("--snapshot", metavar="YYYY-MM",
+                        help="snapshot month (overrides snapshot_month in the config)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set output.warehouse=/tmp/wh "
+                             "(value parsed as YAML); repeatable")
+
+
+def _spark_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--master", default=None,
+                        help="Spark master URL; default: spark-submit's, else local[*]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvm", description="Customer value model on Spark.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate-config", help="check a config file and print its fingerprint")
+    _common(p)
+
+    p = sub.add_parser("generate", help="write a synthetic input sample")
+    _common(p)
+    _spark_args(p)
+    p.add_argument("--accounts", type=int, help="number of accounts (generator.accounts)")
+    p.add_argument("--months", type=int, help="months of history (generator.months)")
+    p.add_argument("--out", help="output folder (inputs.root)")
+    p.add_argument("--format", choices=["parquet", "csv", "delta"], help="inputs.format")
+
+    p = sub.add_parser("run", help="run the pipeline for one snapshot")
+    _common(p)
+    _spark_args(p)
+    p.add_argument("--generate", action="store_true",
+                   help="generate the synthetic sample into inputs.root first")
+    p.add_argument("--accounts", type=int, help="with --generate: number of accounts")
+    p.add_argument("--run-id", help="run identifier (default: snapshot + config fingerprint)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    if args.snapshot:
+        out["snapshot_month"] = args.snapshot
+    for flag, key in (("accounts", "generator.accounts"), ("months", "generator.months"),
+                      ("out", "inputs.root"), ("format", "inputs.format")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _session(args: argparse.Namespace, cfg: CvmConfig, app: str):  # noqa: ANN202
+    from cvm_spark.session import build_spark
+
+    master = args.master
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        master = "local[*]"  # plain `python`: not launched by spark-submit
+    return build_spark(app, master=master, conf=cfg.spark)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cvm`` console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, _overrides(args))
+    except ConfigError as exc:
+        print(f"cvm: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "validate-config":
+        print(f"{args.config}: ok (snapshot {cfg.snapshot_month}, "
+              f"fingerprint {cfg.fingerprint()})")
+        return 0
+
+    from cvm_spark.validate import InputSchemaError
+
+    start = time.monotonic()
+    spark = _session(args, cfg, f"cvm-{args.command}")
+    try:
+        if args.command == "generate":
+            from cvm_spark.generate import generate_tables, write_tables
+
+            tables = generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation)
+            paths = write_tables(tables, cfg.inputs.root, cfg.inputs.format)
+            print(f"generated {cfg.generator.accounts:,} accounts x {cfg.generator.months} "
+                  f"months ending {cfg.snapshot_month} in {time.monotonic() - start:.0f}s:")
+            for name, path in paths.items():
+                print(f"  {name:<16}{path}")
+            return 0
+        from cvm_spark.pipeline import run_snapshot
+
+        if args.accounts is not None and not args.generate:
+            print("cvm: --accounts only applies with --generate", file=sys.stderr)
+            return 2
+        summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate)
+        print(summary.render())
+        print(f"\ntotal {time.monotonic() - start:.0f}s; query with "
+              f"spark.sql('select * from {cfg.output.database}.rfm')")
+        return 0
+    except InputSchemaError as exc:
+        print(f"cvm: input error: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

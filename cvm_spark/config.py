@@ -1,0 +1,386 @@
+"""Typed, validated configuration loaded from ``conf/*.yaml``.
+
+The YAML is read with ``yaml.safe_load`` (no object construction) and mapped onto frozen
+dataclasses. A missing or unknown key, a wrong type or an impossible value raises
+:class:`ConfigError` naming the key's path (``rfm.bins``, ``features.windows_months[2]``)
+before any Spark work starts. The config object is passed down; nothing re-reads the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_VERSION = 1
+INPUT_FORMATS = ("parquet", "csv", "delta")
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message names the key path."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def parse_month(value: str) -> date:
+    """Parse ``YYYY-MM`` (or ``YYYY-MM-01``) into the first day of that month."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})(?:-01)?", str(value))
+    _check(m is not None, f"expected a month as 'YYYY-MM', got {value!r}")
+    assert m is not None
+    year, month = int(m.group(1)), int(m.group(2))
+    _check(1 <= month <= 12, f"month out of range in {value!r}")
+    return date(year, month, 1)
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"expected a date as 'YYYY-MM-DD', got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """Where one input table is read from (overrides ``inputs.root``/``inputs.format``)."""
+
+    path: str | None = None
+    format: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.format is None or self.format in INPUT_FORMATS,
+               f"format must be one of {INPUT_FORMATS}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class InputsConfig:
+    """Input locations. A table's path defaults to ``<root>/<table name>``."""
+
+    root: str = "data/sample"
+    format: str = "parquet"
+    csv_header: bool = True
+    tables: dict[str, TableInput] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from cvm_spark.schemas import INPUT_TABLES
+
+        _check(self.format in INPUT_FORMATS,
+               f"format must be one of {INPUT_FORMATS}, got {self.format!r}")
+        unknown = sorted(set(self.tables) - set(INPUT_TABLES))
+        _check(not unknown, f"tables has unknown table(s) {unknown}; "
+               f"known: {sorted(INPUT_TABLES)}")
+
+    def location(self, table: str) -> tuple[str, str]:
+        """Return ``(path, format)`` of an input table."""
+        override = self.tables.get(table, TableInput())
+        path = override.path or str(Path(self.root) / table)
+        return path, override.format or self.format
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the Delta tables go and how they are named in the catalog."""
+
+    warehouse: str = "warehouse"
+    database: str = "cvm"
+    target_file_rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database) is not None,
+               f"database must be a plain SQL identifier, got {self.database!r}")
+        _check(self.target_file_rows >= 1000, "target_file_rows must be >= 1000")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Row-level rules of the data contract (spec section 1)."""
+
+    data_start: str = "2000-01-01"
+    product_lines: list[str] = field(default_factory=lambda: [
+        "demand_deposit", "time_deposit", "loan", "wealth", "card", "fee_other"])
+    directions: list[str] = field(default_factory=lambda: ["credit", "debit"])
+    relations: list[str] = field(default_factory=lambda: ["family", "employer"])
+
+    def __post_init__(self) -> None:
+        try:
+            _parse_date(self.data_start)
+        except ValueError as exc:
+            raise ValueError(f"data_start: {exc}") from None
+        for name in ("product_lines", "directions", "relations"):
+            values = getattr(self, name)
+            _check(len(values) > 0, f"{name} must not be empty")
+            _check(len(set(values)) == len(values), f"{name} has duplicates: {values}")
+
+    @property
+    def data_start_date(self) -> date:
+        return _parse_date(self.data_start)
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Window features (spec section 2)."""
+
+    windows_months: list[int] = field(default_factory=lambda: [1, 3, 6, 12])
+    trend_months: int = 6
+    volatility_months: int = 12
+    active_months: int = 12
+
+    def __post_init__(self) -> None:
+        _check(len(self.windows_months) > 0, "windows_months must not be empty")
+        for i, w in enumerate(self.windows_months):
+            _check(w >= 1, f"windows_months[{i}] must be >= 1 month, got {w}")
+            _check(w <= 120, f"windows_months[{i}] must be <= 120 months, got {w}")
+        _check(len(set(self.windows_months)) == len(self.windows_months),
+               f"windows_months has duplicates: {self.windows_months}")
+        _check(2 <= self.trend_months <= 60, "trend_months must be in 2..60")
+        _check(2 <= self.volatility_months <= 60, "volatility_months must be in 2..60")
+        _check(1 <= self.active_months <= 62, "active_months must be in 1..62")
+
+    @property
+    def windows(self) -> list[int]:
+        return sorted(self.windows_months)
+
+    @property
+    def lookback_months(self) -> int:
+        """Months of monthly facts any feature looks at."""
+        return max([*self.windows_months, self.trend_months, self.volatility_months,
+                    self.active_months])
+
+
+@dataclass(frozen=True)
+class SegmentRule:
+    """A named RFM segment: inclusive score ranges ``[low, high]`` for R, F and M."""
+
+    name: str
+    r: list[int]
+    f: list[int]
+    m: list[int]
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "name must not be blank")
+        for key in ("r", "f", "m"):
+            rng = getattr(self, key)
+            _check(len(rng) == 2 and rng[0] <= rng[1],
+                   f"{key} must be [low, high] with low <= high, got {rng}")
+
+    def matches(self, r: int, f: int, m: int) -> bool:
+        return (self.r[0] <= r <= self.r[1] and self.f[0] <= f <= self.f[1]
+                and self.m[0] <= m <= self.m[1])
+
+
+@dataclass(frozen=True)
+class RfmConfig:
+    """RFM scoring (spec section 3). Segments are tried in order; the first match wins."""
+
+    bins: int = 5
+    window_months: int = 12
+    relative_error: float = 0.001
+    segments: list[SegmentRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.bins <= 9, f"bins must be in 2..9, got {self.bins}")
+        _check(self.window_months >= 1, f"window_months must be >= 1, got {self.window_months}")
+        _check(0 < self.relative_error < 0.1, "relative_error must be in (0, 0.1)")
+        _check(len(self.segments) > 0, "segments must not be empty")
+        for i, rule in enumerate(self.segments):
+            for key in ("r", "f", "m"):
+                lo, hi = getattr(rule, key)
+                _check(lo >= 1 and hi <= self.bins,
+                       f"segments[{i}].{key} {[lo, hi]} outside 1..{self.bins}")
+        n = self.bins
+        uncovered = [(r, f, m) for r in range(1, n + 1) for f in range(1, n + 1)
+                     for m in range(1, n + 1)
+                     if not any(rule.matches(r, f, m) for rule in self.segments)]
+        _check(not uncovered, f"segments leave {len(uncovered)} score combination(s) "
+               f"without a segment, e.g. r,f,m = {uncovered[:3]}")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Synthetic bank data (see docs/generator.md)."""
+
+    accounts: int = 20_000
+    months: int = 24
+    seed: int = 7
+    bad_row_share: float = 0.002
+    txn_per_month: float = 3.0
+    partitions: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.accounts >= 10, f"accounts must be >= 10, got {self.accounts}")
+        _check(3 <= self.months <= 240, f"months must be in 3..240, got {self.months}")
+        _check(0 <= self.bad_row_share <= 0.1, "bad_row_share must be in 0..0.1")
+        _check(0 < self.txn_per_month <= 100, "txn_per_month must be in (0, 100]")
+        _check(self.partitions >= 0, "partitions must be >= 0 (0 = from the data size)")
+
+
+@dataclass(frozen=True)
+class CvmConfig:
+    """The whole run configuration."""
+
+    version: int
+    snapshot_month: str
+    run_seed: int = 42
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    rfm: RfmConfig = field(default_factory=RfmConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    spark: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.version == CONFIG_VERSION,
+               f"version must be {CONFIG_VERSION}, got {self.version}")
+        try:
+            parse_month(self.snapshot_month)
+        except ValueError as exc:
+            raise ValueError(f"snapshot_month: {exc}") from None
+        _check(self.validation.data_start_date < self.snapshot,
+               "validation.data_start must be before snapshot_month")
+        _check(self.rfm.window_months in self.features.windows_months,
+               f"rfm.window_months ({self.rfm.window_months}) must be one of "
+               f"features.windows_months {self.features.windows_months}")
+
+    @property
+    def snapshot(self) -> date:
+        """First day of the snapshot month."""
+        return parse_month(self.snapshot_month)
+
+    def with_snapshot(self, month: str) -> CvmConfig:
+        """Return a copy for another snapshot month (validated like the file)."""
+        return _build(CvmConfig, {**to_dict(self), "snapshot_month": month}, "")
+
+    def fingerprint(self) -> str:
+        """Stable hash of the effective configuration (recorded with each run)."""
+        payload = json.dumps(to_dict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view of a config object (round-trips through :func:`load_config_dict`)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and build nested objects."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {value!r}")
+        return _build(tp, value, path)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        # spark settings may be written as numbers or booleans in YAML
+        if path.startswith("spark.") and isinstance(value, (int, float, bool)):
+            return str(value).lower() if isinstance(value, bool) else str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: Any, data: dict[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{path}." if path else ""
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (allowed under "
+                          f"{path or 'the top level'}: {sorted(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}{exc}") from None
+
+
+def load_config_dict(data: dict[str, Any]) -> CvmConfig:
+    """Validate a plain mapping (as parsed from YAML) into a :class:`CvmConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: the file must hold a mapping at the top level")
+    return _build(CvmConfig, data, "")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> CvmConfig:
+    """Load and validate a YAML config file.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys to set after reading, e.g. ``{"snapshot_month": "2024-06"}``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or fails validation.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the file must hold a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: cannot override inside a non-mapping")
+        node[leaf] = value
+    return load_config_dict(data)

@@ -1,0 +1,170 @@
+"""The one Delta writer every job uses, and the catalog registration of the outputs.
+
+Each output table lives at ``<warehouse>/<database>/<table>``, is partitioned by
+``snapshot_month`` and is created explicitly with a comment on every column. A write replaces
+exactly one snapshot (``replaceWhere``), so re-running a month leaves one copy of it and
+never touches other months. Only reader-protocol-1 table features are used (no deletion
+vectors, no column mapping), so delta-rs, DuckDB and Polars read the tables directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from cvm_spark.config import OutputConfig
+from cvm_spark.schemas import SNAPSHOT_MONTH
+from cvm_spark.tables import TABLE_DESCRIPTIONS, column_comment
+
+log = logging.getLogger(__name__)
+
+# Table properties set on creation. Deletion vectors and column mapping would raise the
+# reader protocol above what non-Spark readers support; keep them off explicitly so a
+# different cluster default cannot turn them on.
+TABLE_PROPERTIES: dict[str, str] = {
+    "delta.enableDeletionVectors": "false",
+    "delta.columnMapping.mode": "none",
+    "delta.autoOptimize.optimizeWrite": "false",
+}
+
+
+class OutputSchemaError(ValueError):
+    """A DataFrame that cannot be written to its output table as it is."""
+
+
+def table_path(output: OutputConfig, table: str) -> str:
+    """Location of an output table: absolute for local paths, as given for URIs."""
+    if "://" in output.warehouse:
+        return f"{output.warehouse.rstrip('/')}/{output.database}/{table}"
+    return str((Path(output.warehouse) / output.database / table).resolve())
+
+
+def qualified_name(output: OutputConfig, table: str) -> str:
+    return f"{output.database}.{table}"
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _comments(df: DataFrame, table: str) -> dict[str, str]:
+    comments = {}
+    missing = []
+    for name in df.columns:
+        comment = column_comment(name)
+        if comment is None:
+            missing.append(name)
+        else:
+            comments[name] = comment
+    if missing:
+        raise OutputSchemaError(
+            f"table {table}: column(s) {missing} have no comment in cvm_spark/tables.py")
+    return comments
+
+
+def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> None:
+    comments = _comments(df, table)
+    builder = (DeltaTable.createIfNotExists(spark)
+               .location(path)
+               .comment(TABLE_DESCRIPTIONS.get(table, table))
+               .partitionedBy(SNAPSHOT_MONTH))
+    for fld in df.schema.fields:
+        builder = builder.addColumn(fld.name, fld.dataType, nullable=True,
+                                    comment=comments[fld.name])
+    for key, value in TABLE_PROPERTIES.items():
+        builder = builder.property(key, value)
+    builder.execute()
+    log.info("created Delta table %s at %s", table, path)
+
+
+def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> DataFrame:
+    """Add new columns (with comments) to an existing table; refuse incompatible changes."""
+    existing = {f.name: f.dataType for f in spark.read.format("delta").load(path).schema.fields}
+    incoming = {f.name: f.dataType for f in df.schema.fields}
+    dropped = [c for c in existing if c not in incoming]
+    if dropped:
+        raise OutputSchemaError(
+            f"table {table}: the output lacks column(s) {dropped} that the table at {path} "
+            "has; a snapshot must carry every column of the table")
+    changed = [c for c, t in incoming.items() if c in existing and existing[c] != t]
+    if changed:
+        raise OutputSchemaError(
+            f"table {table}: column(s) {changed} changed type "
+            f"({[(c, existing[c].simpleString(), incoming[c].simpleString()) for c in changed]})")
+    added = [c for c in incoming if c not in existing]
+    if added:
+        comments = _comments(df.select(*added), table)
+        cols = ", ".join(f"`{c}` {incoming[c].simpleString()} COMMENT {_sql_literal(comments[c])}"
+                         for c in added)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({cols})")
+        log.info("table %s: added column(s) %s", table, added)
+    return df.select(*existing, *added)
+
+
+def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date) -> int:
+    """Replace one snapshot month of an output table with ``df``.
+
+    Args:
+        df: rows of this snapshot only; must have a ``snapshot_month`` column equal to
+            ``snapshot`` and a documented comment for every column.
+        table: output table name (``features``, ``rfm``, ...).
+        output: the warehouse settings.
+        snapshot: first day of the snapshot month.
+
+    Returns:
+        The number of rows written (counted while writing, not by a second pass).
+
+    Raises:
+        OutputSchemaError: an undocumented column, or a schema change that would lose data.
+    """
+    if SNAPSHOT_MONTH not in df.columns:
+        raise OutputSchemaError(f"table {table}: the output has no {SNAPSHOT_MONTH} column")
+    spark = df.sparkSession
+    path = table_path(output, table)
+    df = df.withColumn(SNAPSHOT_MONTH, F.col(SNAPSHOT_MONTH).cast("date"))
+    if DeltaTable.isDeltaTable(spark, path):
+        df = _align_schema(spark, df, table, path)
+    else:
+        _create_table(spark, df, table, path)
+    observation = Observation(f"write_{table}")
+    observed = df.observe(observation, F.count(F.lit(1)).alias("rows"))
+    (observed.write.format("delta")
+     .mode("overwrite")
+     .option("replaceWhere", f"{SNAPSHOT_MONTH} = DATE'{snapshot.isoformat()}'")
+     .option("maxRecordsPerFile", output.target_file_rows)
+     .save(path))
+    rows = int(observation.get["rows"])
+    _register(spark, output, table, path)
+    log.info("wrote %s rows to %s for %s", rows, table, snapshot.isoformat())
+    return rows
+
+
+def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) -> None:
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database}")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified_name(output, table)} "
+              f"USING DELTA LOCATION {_sql_literal(path)}")
+
+
+def register_tables(spark: SparkSession, output: OutputConfig) -> list[str]:
+    """Register every output table that exists in the warehouse by name (``cvm.<table>``).
+
+    The catalog is in-memory, so each new session calls this; it works for any file system
+    Spark can read (local, HDFS, object stores).
+    """
+    names = []
+    for table in TABLE_DESCRIPTIONS:
+        path = table_path(output, table)
+        if DeltaTable.isDeltaTable(spark, path):
+            _register(spark, output, table, path)
+            names.append(table)
+    return names
+
+
+def read_table(spark: SparkSession, output: OutputConfig, table: str) -> DataFrame:
+    """Read an output table by location (all snapshots)."""
+    return spark.read.format("delta").load(table_path(output, table))

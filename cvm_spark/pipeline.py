@@ -1,0 +1,156 @@
+"""The snapshot pipeline: (generate) -> validate -> features -> RFM -> Delta tables.
+
+Everything that decides *what* to write runs before the first write: config validation
+happens before Spark starts, input schema checks happen while the plan is built. Row-level
+problems never stop the run; they go to the quarantine table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cvm_spark.config import CvmConfig
+from cvm_spark.delta_io import read_table, register_tables, table_path, write_snapshot
+from cvm_spark.features import BTYD_COLUMNS, compute_features
+from cvm_spark.rfm import score_rfm
+from cvm_spark.schemas import SNAPSHOT_MONTH
+from cvm_spark.validate import read_inputs, validate_inputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What one run read, rejected and wrote (printed at the end of the job)."""
+
+    run_id: str
+    snapshot_month: str
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+    segments: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """A short human-readable summary."""
+        lines = [f"cvm_spark run {self.run_id} for snapshot {self.snapshot_month}", "",
+                 f"{'input table':<18}{'read':>12}{'quarantined':>14}"]
+        for name, read in self.rows_read.items():
+            bad = sum(self.rows_quarantined.get(name, {}).values())
+            lines.append(f"{name:<18}{read:>12,}{bad:>14,}")
+        reasons: dict[str, int] = {}
+        for per_table in self.rows_quarantined.values():
+            for reason, n in per_table.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        if reasons:
+            lines.append("quarantine reasons: " + ", ".join(
+                f"{r}={n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
+        lines += ["", f"accounts scored: {self.rows_written.get('rfm', 0):,}", "",
+                  f"{'segment':<22}{'accounts':>10}"]
+        total = sum(self.segments.values()) or 1
+        for name, n in sorted(self.segments.items(), key=lambda kv: -kv[1]):
+            lines.append(f"{name:<22}{n:>10,}  {100 * n / total:5.1f}%")
+        lines += ["", "tables written (Delta, partitioned by snapshot_month):"]
+        for name, path in self.tables.items():
+            lines.append(f"  {name:<12}{self.rows_written.get(name, 0):>10,} rows  {path}")
+        lines += ["", "stage times: " + ", ".join(
+            f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())]
+        return "\n".join(lines)
+
+
+@contextmanager
+def _stage(summary: RunSummary, name: str) -> Iterator[None]:
+    log.info("stage %s: start", name)
+    start = time.monotonic()
+    yield
+    summary.stage_seconds[name] = time.monotonic() - start
+    log.info("stage %s: done in %.1fs", name, summary.stage_seconds[name])
+
+
+def default_run_id(cfg: CvmConfig) -> str:
+    """A deterministic run id: snapshot month and config fingerprint."""
+    return f"{cfg.snapshot_month}-{cfg.fingerprint()}"
+
+
+def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
+                 generate: bool = False,
+                 on_stage: Callable[[str, RunSummary], Any] | None = None) -> RunSummary:
+    """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
+
+    Args:
+        spark: the session (created by the caller).
+        cfg: validated configuration.
+        run_id: recorded in the quarantine table; defaults to :func:`default_run_id`.
+        generate: first write a synthetic sample to ``cfg.inputs.root`` (``cfg.generator``).
+        on_stage: called after each stage (used by tests to inject faults).
+
+    Returns:
+        A :class:`RunSummary`.
+    """
+    run_id = run_id or default_run_id(cfg)
+    snapshot = cfg.snapshot
+    summary = RunSummary(run_id=run_id, snapshot_month=snapshot.isoformat())
+
+    def done(stage: str) -> None:
+        if on_stage is not None:
+            on_stage(stage, summary)
+
+    if generate:
+        from cvm_spark.generate import generate_tables, write_tables
+
+        with _stage(summary, "generate"):
+            tables = generate_tables(spark, cfg.generator, snapshot, cfg.validation)
+            write_tables(tables, cfg.inputs.root, cfg.inputs.format)
+        done("generate")
+
+    register_tables(spark, cfg.output)
+    with _stage(summary, "validate"):
+        validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
+        counts = validated.counts()
+        for name, per_reason in counts.items():
+            summary.rows_read[name] = sum(per_reason.values())
+            summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
+                                              if r != "accepted"}
+    done("validate")
+    try:
+        with _stage(summary, "quarantine"):
+            _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg)
+        done("quarantine")
+        with _stage(summary, "features"):
+            features = compute_features(
+                validated.accepted("accounts"), validated.accepted("transactions"),
+                validated.accepted("monthly_product"), snapshot, cfg.features,
+                cfg.validation.product_lines).persist()
+            _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg)
+        done("features")
+        with _stage(summary, "rfm"):
+            _write(summary, score_rfm(features, cfg.rfm), "rfm", cfg)
+            features.unpersist()
+            # count segments on the written snapshot (small) rather than recomputing RFM
+            written = read_table(spark, cfg.output, "rfm").where(
+                F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
+            summary.segments = segment_counts(written)
+        done("rfm")
+    finally:
+        validated.unpersist()
+    return summary
+
+
+def _write(summary: RunSummary, df: DataFrame, table: str, cfg: CvmConfig) -> None:
+    summary.rows_written[table] = write_snapshot(df, table, cfg.output, cfg.snapshot)
+    summary.tables[table] = table_path(cfg.output, table)
+
+
+def segment_counts(rfm: DataFrame) -> dict[str, int]:
+    """Accounts per segment (a handful of rows collected)."""
+    return {r["segment"]: int(r["count"]) for r in rfm.groupBy("segment").count().collect()}
+

@@ -1,0 +1,172 @@
+"""The data contract: input tables, their required columns and types, and column names.
+
+Spec section 1. Every input table is described once here; the validator, the generator and
+the tests all read these definitions, so a column is renamed in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+# Column names used across modules.
+ACCOUNT_ID = "account_id"
+SNAPSHOT_MONTH = "snapshot_month"
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """One input table of the contract.
+
+    Attributes:
+        name: table name as used in config and in the quarantine table.
+        schema: required columns with the Spark type each is cast to on read.
+        nullable: required columns that may hold nulls.
+        key: columns that identify one event/row (used for duplicate detection).
+        description: what one row is.
+    """
+
+    name: str
+    schema: T.StructType
+    nullable: frozenset[str]
+    key: tuple[str, ...]
+    description: str
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, True) for n, t in fields])
+
+
+ACCOUNTS = InputTable(
+    name="accounts",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("open_date", T.DateType()),
+        ("close_date", T.DateType()),
+        ("customer_type", T.StringType()),
+        ("region", T.StringType()),
+        ("birth_year", T.IntegerType()),
+        ("acquisition_channel", T.StringType()),
+        ("acquisition_cost", T.DoubleType()),
+    ),
+    nullable=frozenset({"close_date", "acquisition_cost", "birth_year", "region",
+                        "acquisition_channel", "customer_type"}),
+    key=("account_id",),
+    description="one row per account",
+)
+
+TRANSACTIONS = InputTable(
+    name="transactions",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("txn_id", T.StringType()),
+        ("txn_ts", T.TimestampType()),
+        ("amount", T.DoubleType()),
+        ("product_line", T.StringType()),
+        ("direction", T.StringType()),
+        ("counterparty_id", T.StringType()),
+    ),
+    nullable=frozenset({"counterparty_id", "txn_id"}),
+    # txn_id is optional in the contract; without it a duplicate event is the same account,
+    # time, amount, product line, direction and counterparty.
+    key=("account_id", "txn_id", "txn_ts", "amount", "product_line", "direction",
+         "counterparty_id"),
+    description="one row per transaction event",
+)
+
+MONTHLY_PRODUCT = InputTable(
+    name="monthly_product",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("month", T.DateType()),
+        ("product_line", T.StringType()),
+        ("avg_balance", T.DoubleType()),
+        ("income", T.DoubleType()),
+        ("cost", T.DoubleType()),
+    ),
+    nullable=frozenset(),
+    key=("account_id", "month", "product_line"),
+    description="one row per account, month and product line",
+)
+
+MARKETING = InputTable(
+    name="marketing",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("month", T.DateType()),
+        ("spend", T.DoubleType()),
+        ("contacts", T.IntegerType()),
+    ),
+    nullable=frozenset(),
+    key=("account_id", "month"),
+    description="one row per account and month with marketing activity",
+)
+
+CREDIT = InputTable(
+    name="credit",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("month", T.DateType()),
+        ("days_past_due", T.IntegerType()),
+        ("overdue_amount", T.DoubleType()),
+        ("credit_limit", T.DoubleType()),
+        ("utilisation", T.DoubleType()),
+    ),
+    nullable=frozenset(),
+    key=("account_id", "month"),
+    description="one row per account and month with a credit facility",
+)
+
+RELATIONS = InputTable(
+    name="relations",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("related_account_id", T.StringType()),
+        ("relation", T.StringType()),
+    ),
+    nullable=frozenset(),
+    key=("account_id", "related_account_id", "relation"),
+    description="one row per related pair (family member or employer)",
+)
+
+INPUT_TABLES: dict[str, InputTable] = {
+    t.name: t for t in (ACCOUNTS, TRANSACTIONS, MONTHLY_PRODUCT, MARKETING, CREDIT, RELATIONS)
+}
+
+# Alternative to birth_year allowed by the contract.
+ACCOUNTS_ALTERNATIVES = {"birth_year": "age_band"}
+
+# The date or timestamp column of each table that must fall inside the data window.
+EVENT_DATE_COLUMN = {
+    "accounts": "open_date",
+    "transactions": "txn_ts",
+    "monthly_product": "month",
+    "marketing": "month",
+    "credit": "month",
+}
+
+# Monthly tables whose month column must be the first day of a month.
+MONTHLY_TABLES = ("monthly_product", "marketing", "credit")
+
+# Quarantine reason codes (documented in docs/data-contract.md).
+REASONS = (
+    "null_key",            # account id (or other key column) null or blank
+    "missing_value",       # a required non-key value is null
+    "malformed_value",     # value present in the source but not castable to the contract type
+    "non_finite_value",    # NaN or +/-infinity in a numeric column
+    "non_positive_amount",  # transaction amount <= 0
+    "negative_value",      # a balance, spend, count or days-past-due below zero
+    "date_out_of_window",  # before validation.data_start (accounts: 1900) or after the
+                           # snapshot month end; accounts also when close_date < open_date
+    "month_not_month_start",
+    "unknown_product_line",
+    "unknown_category",    # direction or relation outside the allowed values
+    "orphan_account",      # account id (or related account id) not in the accepted accounts
+    "self_relation",
+    "duplicate_event",
+)

@@ -1,0 +1,82 @@
+"""The SparkSession, built once at the edge (job entry points and the test fixture).
+
+Nothing here sets a master unless asked: under ``spark-submit`` the master, deploy mode and
+packages come from the command line; run with plain ``python`` the session falls back to
+Spark's own default (``local[*]``) or to ``--master`` given to the job. The Delta jars for
+the installed pyspark minor version are added through ``spark.jars.packages`` (resolved by
+Ivy from Maven Central on first use) unless the caller already provides them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+
+import pyspark
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+SCALA_VERSION = "2.13"
+
+# Settings every session gets unless the caller overrides them.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "true",
+    # Tables are registered by location on every start (see delta_io.register_tables), so
+    # no Hive metastore (and no Derby lock) is needed.
+    "spark.sql.catalogImplementation": "in-memory",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+# Extra defaults for local mode: few cores, so keep shuffles and Delta log scans small.
+LOCAL_CONF: dict[str, str] = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.driver.memory": "4g",
+}
+
+
+def delta_maven_coordinates() -> str:
+    """Maven coordinates of the Delta jar matching the installed pyspark and delta-spark."""
+    delta_version = importlib.metadata.version("delta_spark")
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{delta_version}"
+
+
+def build_spark(
+    app_name: str = "cvm_spark",
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Create (or return the running) SparkSession with Delta Lake enabled.
+
+    Args:
+        app_name: the application name shown in the Spark UI and history server.
+        master: a master URL (``local[2]``, ``spark://host:7077``, ``yarn``); ``None`` leaves
+            it to spark-submit or Spark's default.
+        conf: extra Spark settings; they win over the defaults here.
+
+    Returns:
+        The active SparkSession.
+    """
+    settings = dict(DEFAULT_CONF)
+    if master is not None and master.startswith("local"):
+        settings.update(LOCAL_CONF)
+    settings.update(conf or {})
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    packages = [p for p in settings.get("spark.jars.packages", "").split(",") if p]
+    jars = settings.get("spark.jars", "")
+    if not any(p.startswith("io.delta:") for p in packages) and "delta-spark" not in jars:
+        packages.append(delta_maven_coordinates())
+        settings["spark.jars.packages"] = ",".join(packages)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    log.info("spark %s session ready (master=%s)", spark.version,
+             spark.conf.get("spark.master", "unset"))
+    return spark
