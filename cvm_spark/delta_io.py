@@ -144,10 +144,25 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     return rows
 
 
+def _normalise_location(location: str) -> str:
+    for prefix in ("file://", "file:"):
+        if location.startswith(prefix):
+            location = location[len(prefix):]
+            break
+    return location.rstrip("/")
+
+
 def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) -> None:
+    """Point ``<database>.<table>`` at ``path`` (an external table: dropping it keeps data)."""
+    name = qualified_name(output, table)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database}")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified_name(output, table)} "
-              f"USING DELTA LOCATION {_sql_literal(path)}")
+    if spark.catalog.tableExists(name):
+        location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
+        if _normalise_location(location) == _normalise_location(path):
+            return
+        # registered earlier in this session for another warehouse: re-point it
+        spark.sql(f"DROP TABLE {name}")
+    spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION {_sql_literal(path)}")
 
 
 def register_tables(spark: SparkSession, output: OutputConfig) -> list[str]:

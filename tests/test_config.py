@@ -1,0 +1,67 @@
+"""Config loading: typed objects, and clear errors naming the key before Spark starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cvm_spark.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf" / "cvm.yaml"
+
+
+def test_shipped_config_loads():
+    cfg = load_config(CONF)
+    assert cfg.features.windows == [1, 3, 6, 12]
+    assert cfg.rfm.bins == 5
+    assert cfg.snapshot.day == 1
+    assert len(cfg.fingerprint()) == 16
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"features.windows_months": [1, 0]}, r"features\.windows_months\[1\] must be >= 1"),
+    ({"rfm.bins": 1}, r"rfm\.bins must be in 2\.\.9"),
+    ({"rfm.binz": 4}, r"rfm\.binz: unknown key"),
+    ({"output.warehouse": 3}, r"output\.warehouse: expected a string"),
+    ({"rfm.bins": "five"}, r"rfm\.bins: expected an integer"),
+    ({"snapshot_month": "2024-13"}, r"snapshot_month: month out of range"),
+    ({"snapshot_month": "Dec 2024"}, r"snapshot_month: expected a month"),
+    ({"inputs.format": "xlsx"}, r"inputs\.format must be one of"),
+    ({"inputs.tables": {"acounts": {"path": "x"}}}, r"inputs\.tables has unknown table"),
+    ({"rfm.window_months": 2}, r"rfm\.window_months \(2\) must be one of"),
+    ({"rfm.segments": [{"name": "All", "r": [1, 5], "f": [1, 5], "m": [1, 4]}]},
+     r"segments leave 25 score combination"),
+    ({"rfm.segments": [{"name": "X", "r": [1, 6], "f": [1, 5], "m": [1, 5]}]},
+     r"rfm\.segments\[0\]\.r \[1, 6\] outside 1\.\.5"),
+    ({"generator.accounts": 0}, r"generator\.accounts must be >= 10"),
+    ({"validation.data_start": "2030-01-01"}, r"data_start must be before snapshot_month"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONF, override)
+
+
+def test_missing_required_key(tmp_path):
+    data = yaml.safe_load(CONF.read_text())
+    del data["snapshot_month"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="snapshot_month: required key is missing"):
+        load_config(path)
+
+
+def test_yaml_object_construction_is_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("version: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_cli_rejects_bad_config_without_spark(capsys):
+    from cvm_spark.cli import main
+
+    assert main(["validate-config", "--config", str(CONF), "--set", "rfm.bins=1"]) == 2
+    assert "rfm.bins" in capsys.readouterr().err
