@@ -206,6 +206,62 @@ class RfmConfig:
                f"without a segment, e.g. r,f,m = {uncovered[:3]}")
 
 
+def _weights_sum_to_one(weights: dict[str, float], name: str) -> None:
+    for key, w in weights.items():
+        _check(0 <= w <= 1, f"{name}.{key} must be in 0..1, got {w}")
+    total = sum(weights.values())
+    _check(abs(total - 1) < 1e-9, f"{name} must sum to 1, got {total:.6g}")
+
+
+@dataclass(frozen=True)
+class InfluenceWeights:
+    """w1, w2, w3 of influence value = w1*enterprise + w2*family + w3*radiation."""
+
+    enterprise: float = 0.4
+    family: float = 0.4
+    radiation: float = 0.2
+
+
+@dataclass(frozen=True)
+class ContributionWeights:
+    """Weights of the percentile-scaled components in contribution value."""
+
+    historical: float = 0.20
+    current: float = 0.55
+    influence: float = 0.05
+    future: float = 0.20
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    """Current, historical, influence and contribution value (spec section 4)."""
+
+    current_months: int = 12
+    decay: float = 0.9
+    backfill_months: int = 12
+    product_groups: dict[str, list[str]] = field(default_factory=lambda: {
+        "savings": ["demand_deposit", "time_deposit"], "loans": ["loan", "card"],
+        "wealth": ["wealth"], "other": ["fee_other"]})
+    radiation_min_transfers: int = 3
+    influence_weights: InfluenceWeights = field(default_factory=InfluenceWeights)
+    contribution_weights: ContributionWeights = field(default_factory=ContributionWeights)
+    percentile_points: int = 1000
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.current_months <= 120, "current_months must be in 1..120")
+        _check(0 < self.decay <= 1, f"decay must be in (0, 1], got {self.decay}")
+        _check(1 <= self.backfill_months <= 60, "backfill_months must be in 1..60")
+        _check(len(self.product_groups) > 0, "product_groups must not be empty")
+        for group in self.product_groups:
+            _check(re.fullmatch(r"[a-z][a-z0-9_]*", group) is not None,
+                   f"product_groups key {group!r} must be a lower-case identifier")
+        _check(self.radiation_min_transfers >= 1, "radiation_min_transfers must be >= 1")
+        _check(100 <= self.percentile_points <= 10000, "percentile_points must be in 100..10000")
+        _weights_sum_to_one(dataclasses.asdict(self.influence_weights), "influence_weights")
+        _weights_sum_to_one(dataclasses.asdict(self.contribution_weights),
+                            "contribution_weights")
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Synthetic bank data (see docs/generator.md)."""
@@ -237,6 +293,7 @@ class CvmConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     rfm: RfmConfig = field(default_factory=RfmConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     spark: dict[str, str] = field(default_factory=dict)
 
@@ -249,6 +306,10 @@ class CvmConfig:
             raise ValueError(f"snapshot_month: {exc}") from None
         _check(self.validation.data_start_date < self.snapshot,
                "validation.data_start must be before snapshot_month")
+        grouped = [pl for lines in self.value.product_groups.values() for pl in lines]
+        _check(sorted(grouped) == sorted(self.validation.product_lines),
+               "value.product_groups must put every validation.product_lines entry in exactly "
+               f"one group (grouped: {sorted(grouped)})")
         _check(self.rfm.window_months in self.features.windows_months,
                f"rfm.window_months ({self.rfm.window_months}) must be one of "
                f"features.windows_months {self.features.windows_months}")

@@ -1,0 +1,141 @@
+"""Value components on hand-worked accounts (docs/model.md has the formulas).
+
+Snapshot December 2024, current window 3 months (Oct-Dec), decay q = 0.9, A0 over the
+earliest 2 months of data. Monthly facts start in June 2024.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from cvm_spark.config import ValueConfig
+from cvm_spark.features import account_base
+from cvm_spark.schemas import ACCOUNTS, MONTHLY_PRODUCT, RELATIONS, TRANSACTIONS
+from cvm_spark.value import (
+    contribution_value,
+    current_and_historical,
+    influence_value,
+    percentile_scale,
+)
+
+S = date(2024, 12, 1)
+CFG = ValueConfig(current_months=3, decay=0.9, backfill_months=2)
+
+
+def _m(month):
+    return date(2024, month, 1)
+
+
+@pytest.fixture(scope="module")
+def base(spark):
+    rows = [("X", date(2024, 1, 15)), ("Y", date(2022, 6, 1)), ("Z", date(2024, 8, 1)),
+            ("E", date(2015, 1, 1))]
+    accounts = spark.createDataFrame(
+        [(a, o, None, "individual", None, None, None, None) for a, o in rows], ACCOUNTS.schema)
+    return account_base(accounts, S)
+
+
+@pytest.fixture(scope="module")
+def values(spark, base):
+    def row(a, month, line, profit):
+        return (a, month, line, 0.0, profit, 0.0)
+
+    facts = [row("X", _m(m), "demand_deposit", p)
+             for m, p in [(6, 10.0), (7, 20.0), (8, 30.0), (9, 40.0), (10, 100.0), (11, 100.0)]]
+    facts += [row("X", _m(12), "demand_deposit", 60.0), row("X", _m(12), "loan", 40.0)]
+    facts += [row("Y", _m(m), "wealth", 5.0) for m in range(6, 13)]
+    facts += [row("Z", _m(8), "card", 30.0), row("Z", _m(9), "card", 30.0)]
+    facts += [row("E", _m(12), "fee_other", 1000.0)]
+    monthly = spark.createDataFrame(facts, MONTHLY_PRODUCT.schema)
+    return current_and_historical(monthly, base, S, CFG).cache()
+
+
+def test_current_value_split_by_group(spark, values):
+    actual = values.select("account_id", "current_value", "current_value_savings",
+                           "current_value_loans", "current_value_wealth",
+                           "current_value_other")
+    expected = spark.createDataFrame([
+        ("E", 1000.0, 0.0, 0.0, 0.0, 1000.0),
+        ("X", 300.0, 260.0, 40.0, 0.0, 0.0),
+        ("Y", 15.0, 0.0, 0.0, 15.0, 0.0),
+        ("Z", 0.0, 0.0, 0.0, 0.0, 0.0),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_historical_value_with_and_without_backfill(spark, values):
+    actual = values.select("account_id", "historical_observed", "a0_monthly_profit",
+                           "backfill_months", "historical_backfill", "historical_value")
+    expected = spark.createDataFrame([
+        # E: opened 2015, but no facts before the window: A0 over Jun-Jul = 0
+        ("E", 0.0, 0.0, 113, 0.0, 0.0),
+        # X: Jun-Sep are 4..1 months before the window, all in year 1: 0.9 * 100 = 90;
+        # A0 = (10 + 20) / 2 = 15; Jan-May missing (5 months, year 1): 15 * 5 * 0.9 = 67.5
+        ("X", 90.0, 15.0, 5, 67.5, 157.5),
+        # Y: observed 0.9 * 4 * 5 = 18; missing Jun 2022 - May 2024 = 24 months, 5..28 months
+        # before the window: 8 * 0.9 + 12 * 0.81 + 4 * 0.729 = 19.836, times A0 = 5
+        ("Y", 18.0, 5.0, 24, 99.18, 117.18),
+        # Z: opened after the data start: no back-fill; 0.9 * (30 + 30)
+        ("Z", 54.0, None, 0, 0.0, 54.0),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected, rtol=1e-9)
+
+
+def test_no_decay_sums_profit(spark, base, values):
+    flat = current_and_historical(
+        spark.createDataFrame([("Z", _m(m), "card", 0.0, 7.0, 0.0) for m in (8, 9)],
+                              MONTHLY_PRODUCT.schema),
+        base, S, replace(CFG, decay=1.0))
+    assert flat.where("account_id = 'Z'").first().historical_value == 14.0
+
+
+def test_influence_components(spark, values):
+    relations = spark.createDataFrame([
+        ("X", "E", "employer"),       # X works for E: enterprise = E's current value
+        ("X", "Y", "family"),         # family, both directions
+        ("Z", "Z2", "family"),        # Z2 is not scored: contributes nothing
+    ], RELATIONS.schema)
+    txns = spark.createDataFrame(
+        [("X", f"q{i}", datetime(2024, 11, 1 + i), 10.0, "demand_deposit", "credit", "Q")
+         for i in range(3)]
+        + [("X", f"r{i}", datetime(2024, 11, 1 + i), 50.0, "demand_deposit", "credit", "R")
+           for i in range(2)]                                         # only 2: not frequent
+        + [("X", "old", datetime(2024, 9, 30), 10.0, "demand_deposit", "credit", "Q")]
+        + [("Y", f"d{i}", datetime(2024, 12, 1 + i), 10.0, "card", "debit", "Q")
+           for i in range(3)],                                        # debits: not income
+        TRANSACTIONS.schema)
+    actual = influence_value(relations, txns, values.select("account_id", "current_value"),
+                             S, CFG)
+    expected = spark.createDataFrame([
+        ("E", 0.0, 0.0, 0.0, 0.0),
+        # 0.4 * 1000 + 0.4 * 15 + 0.2 * 30
+        ("X", 1000.0, 15.0, 30.0, 412.0),
+        ("Y", 0.0, 300.0, 0.0, 120.0),
+        ("Z", 0.0, 0.0, 0.0, 0.0),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected, rtol=1e-9)
+
+
+def test_percentile_scale_and_contribution(spark):
+    df = spark.createDataFrame(
+        [("a", 0.0, 0.0, 0.0, 0.0), ("b", 0.0, 5.0, 1.0, 1.0), ("c", 0.0, 5.0, 2.0, 2.0),
+         ("d", 10.0, 9.0, 3.0, None)],
+        "account_id string, historical_value double, current_value double, "
+        "influence_value double, future_value double")
+    cols = ["historical_value", "current_value", "influence_value", "future_value"]
+    scaled = percentile_scale(df, cols, points=4)
+    got = {r.account_id: r for r in scaled.select("account_id", *[f"{c}_pct" for c in cols],
+                                                  contribution_value(CFG).alias("cv"))
+           .collect()}
+    # historical cuts [0, 0, 0]: zeros share the mid-rank 50, 10 -> 100
+    assert [got[a].historical_value_pct for a in "abcd"] == [50.0, 50.0, 50.0, 100.0]
+    # current cuts [0, 5, 5]: 0 -> 1/6, 5 -> 4/6, 9 -> 1
+    assert [got[a].current_value_pct for a in "abcd"] == pytest.approx(
+        [100 / 6, 400 / 6, 400 / 6, 100.0], abs=1e-3)
+    assert got["d"].future_value_pct is None
+    expected_d = 0.2 * 100 + 0.55 * 100 + 0.05 * got["d"].influence_value_pct
+    assert got["d"].cv == pytest.approx(expected_d)
