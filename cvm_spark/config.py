@@ -263,6 +263,141 @@ class ValueConfig:
 
 
 @dataclass(frozen=True)
+class AbcConfig:
+    """Pareto classes on contribution value: A up to a_share of the cumulative value."""
+
+    a_share: float = 0.80
+    b_share: float = 0.95
+    points: int = 1000
+
+    def __post_init__(self) -> None:
+        _check(0 < self.a_share < self.b_share < 1,
+               f"a_share and b_share must satisfy 0 < a_share < b_share < 1, got "
+               f"{self.a_share}, {self.b_share}")
+        _check(10 <= self.points <= 10000, "points must be in 10..10000")
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """Lifecycle stage rules, tried in the order of the stages below (docs/model.md)."""
+
+    dormant_months: int = 6
+    new_months: int = 6
+    churn_risk_days: int = 60
+    churn_risk_trend: float = -0.10
+    growing_trend: float = 0.05
+    fluctuating_volatility: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.dormant_months >= 1, "dormant_months must be >= 1")
+        _check(self.new_months >= 1, "new_months must be >= 1")
+        _check(self.churn_risk_days >= 1, "churn_risk_days must be >= 1")
+        _check(self.churn_risk_trend < 0 < self.growing_trend,
+               "churn_risk_trend must be < 0 < growing_trend")
+        _check(self.fluctuating_volatility > 0, "fluctuating_volatility must be > 0")
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """A value tier: conditions (empty list = any) and how the bank serves it."""
+
+    name: str
+    value_levels: list[str]
+    loyalty_bands: list[str]
+    credit_grades: list[str]
+    channel: str
+    service_level: str
+    label_en: str
+    label_zh: str
+
+
+@dataclass(frozen=True)
+class QuadrantConfig:
+    """Labels and strategies of a 2 x 2 matrix, keyed ``<row>_<column>``."""
+
+    labels: dict[str, str]
+    strategies: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CampaignCondition:
+    """``column op value``; ops: < <= > >= == != in not_in is_null not_null."""
+
+    column: str
+    op: str
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        ops = ("<", "<=", ">", ">=", "==", "!=", "in", "not_in", "is_null", "not_null")
+        _check(self.op in ops, f"op must be one of {ops}, got {self.op!r}")
+        if self.op in ("in", "not_in"):
+            _check(isinstance(self.value, list) and len(self.value) > 0,
+                   f"value must be a non-empty list for op {self.op}")
+        elif self.op not in ("is_null", "not_null"):
+            _check(isinstance(self.value, (int, float, str)) and not isinstance(self.value, bool),
+                   f"value must be a number or string for op {self.op}")
+
+
+@dataclass(frozen=True)
+class CampaignRule:
+    """A campaign: accounts meeting every condition are targeted, with the reason."""
+
+    name: str
+    reason: str
+    conditions: list[CampaignCondition]
+
+    def __post_init__(self) -> None:
+        _check(len(self.conditions) > 0, "conditions must not be empty")
+
+
+@dataclass(frozen=True)
+class TiersConfig:
+    """Classes, stages, tiers, matrices and campaigns (spec section 7)."""
+
+    high_value_pct: float = 80.0
+    medium_value_pct: float = 50.0
+    good_loyalty_bands: list[str] = field(default_factory=lambda: ["high", "fairly_high"])
+    good_credit_grades: list[str] = field(default_factory=lambda: ["A", "B"])
+    fair_credit_grades: list[str] = field(default_factory=lambda: ["C"])
+    risky_credit_grades: list[str] = field(default_factory=lambda: ["D", "E"])
+    no_credit_grade: str = "B"
+    growth_trend: float = 0.0
+    abc: AbcConfig = field(default_factory=AbcConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    tiers: list[TierRule] = field(default_factory=list)
+    value_risk: QuadrantConfig | None = None
+    value_growth: QuadrantConfig | None = None
+    campaigns: list[CampaignRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.medium_value_pct < self.high_value_pct < 100,
+               "need 0 < medium_value_pct < high_value_pct < 100")
+        _check(len(self.tiers) > 0, "tiers must not be empty")
+        last = self.tiers[-1]
+        _check(not (last.value_levels or last.loyalty_bands or last.credit_grades),
+               f"tiers: the last tier ({last.name}) must have no conditions (it takes the rest)")
+        names = [t.name for t in self.tiers]
+        _check(len(set(names)) == len(names), f"tiers has duplicate names: {names}")
+        for i, tier in enumerate(self.tiers):
+            for level in tier.value_levels:
+                _check(level in ("high", "medium", "low"),
+                       f"tiers[{i}].value_levels: {level!r} is not high, medium or low")
+        for key in ("value_risk", "value_growth"):
+            quad = getattr(self, key)
+            _check(quad is not None, f"{key} is required")
+            rows = ("high", "low")
+            cols = ("high_risk", "low_risk") if key == "value_risk" else ("high_growth",
+                                                                          "low_growth")
+            want = {f"{r}_value_{c}" for r in rows for c in cols}
+            for part in ("labels", "strategies"):
+                got = set(getattr(quad, part))
+                _check(got == want, f"{key}.{part} must have exactly the keys {sorted(want)}, "
+                       f"got {sorted(got)}")
+        names = [c.name for c in self.campaigns]
+        _check(len(set(names)) == len(names), f"campaigns has duplicate names: {names}")
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """Synthetic bank data (see docs/generator.md)."""
 
@@ -287,6 +422,7 @@ class CvmConfig:
 
     version: int
     snapshot_month: str
+    tiers: TiersConfig
     run_seed: int = 42
     inputs: InputsConfig = field(default_factory=InputsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -366,6 +502,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {value!r}")

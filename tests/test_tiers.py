@@ -1,0 +1,128 @@
+"""ABC cut points, tier rules at their boundaries, lifecycle stages, matrices, campaigns."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.testing import assertDataFrameEqual
+
+from cvm_spark.tiers import assign_tiers, campaign_targets
+
+S = date(2024, 12, 1)
+COLS = ("snapshot_month date, account_id string, contribution_value double, "
+        "contribution_value_pct double, current_value_pct double, loyalty_band string, "
+        "credit_grade string, tenure_months int, recency_days int, is_closed boolean, "
+        "income_trend_6m double, arpu_12m double, income_volatility_12m double")
+
+
+def _scores(spark, rows):
+    defaults = dict(cv=1.0, pct=10.0, cur=10.0, band="average", grade="B", tenure=36,
+                    recency=5, closed=False, trend=0.0, arpu=100.0, vol=0.1)
+    out = []
+    for account, overrides in rows:
+        v = {**defaults, **overrides}
+        out.append((S, account, v["cv"], v["pct"], v["cur"], v["band"], v["grade"],
+                    v["tenure"], v["recency"], v["closed"], v["trend"], v["arpu"], v["vol"]))
+    return spark.createDataFrame(out, COLS)
+
+
+def _tiers(spark, base_config, rows):
+    return assign_tiers(_scores(spark, rows), base_config.tiers, "income_trend_6m",
+                        "arpu_12m", "income_volatility_12m")
+
+
+def test_abc_pareto_cut_points(spark, base_config):
+    # total 100: 50 and 30 make up the first 80% (A), 10 and 6 the next 15% (B), 4 is C
+    rows = [(f"a{v}", {"cv": float(v)}) for v in (50, 30, 10, 6, 4)]
+    got = {r.account_id: r.abc_class for r in _tiers(spark, base_config, rows).collect()}
+    assert got == {"a50": "A", "a30": "A", "a10": "B", "a6": "B", "a4": "C"}
+
+
+def test_abc_all_zero_is_c(spark, base_config):
+    rows = [(f"z{i}", {"cv": 0.0}) for i in range(3)]
+    assert {r.abc_class for r in _tiers(spark, base_config, rows).collect()} == {"C"}
+
+
+def test_tier_rules_at_their_boundaries(spark, base_config):
+    rows = [
+        ("gold", {"pct": 80.0, "band": "fairly_high", "grade": "B"}),
+        ("gold_no_credit", {"pct": 95.0, "band": "high", "grade": None}),
+        ("silver", {"pct": 80.0, "band": "high", "grade": "C"}),
+        ("diamond_medium", {"pct": 50.0, "band": "high", "grade": "A"}),
+        ("copper_pct", {"pct": 49.99, "band": "high", "grade": "A"}),
+        ("copper_loyalty", {"pct": 99.0, "band": "average", "grade": "A"}),
+        ("copper_credit", {"pct": 99.0, "band": "high", "grade": "D"}),
+    ]
+    actual = _tiers(spark, base_config, rows).select(
+        "account_id", "value_level", "tier", "tier_label_zh", "contact_channel",
+        "service_level", "value_risk_label")
+    expected = spark.createDataFrame([
+        ("gold", "high", "gold_diamond", "金钻", "relationship_manager_visit", "vip_channel",
+         "protect"),
+        ("gold_no_credit", "high", "gold_diamond", "金钻", "relationship_manager_visit",
+         "vip_channel", "protect"),
+        ("silver", "high", "silver_diamond", "银钻", "relationship_manager_call", "priority",
+         "protect"),
+        ("diamond_medium", "medium", "diamond", "钻", "call_centre", "normal", "develop"),
+        ("copper_pct", "low", "copper", "铜", "sms", "low_priority", "develop"),
+        ("copper_loyalty", "high", "copper", "铜", "sms", "low_priority", "protect"),
+        ("copper_credit", "high", "copper", "铜", "sms", "low_priority", "secure"),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_tier_reason_says_why(spark, base_config):
+    rows = [("s", {"pct": 85.0, "band": "high", "grade": "C"}),
+            ("c", {"pct": 20.0, "band": "low", "grade": "E"})]
+    reasons = {r.account_id: r.tier_reason for r in _tiers(spark, base_config, rows).collect()}
+    assert reasons["s"] == "value high (p85.0), loyalty high, credit C; not gold_diamond: " \
+                           "credit not in A|B"
+    assert reasons["c"] == ("value low (p20.0), loyalty low, credit E; not diamond: value not "
+                            "in high|medium, loyalty not in high|fairly_high, credit not in "
+                            "A|B|C")
+
+
+STAGE_CASES = [
+    ({"closed": True}, "dormant"),
+    ({"recency": 181}, "dormant"),                     # > 6 months * 30 days
+    ({"recency": None}, "dormant"),                    # never active, past the new period
+    ({"recency": None, "tenure": 2}, "potential"),
+    ({"tenure": 5}, "new"),
+    ({"recency": 61}, "churn_risk"),
+    ({"trend": -10.0}, "churn_risk"),                  # -10% of ARPU per month
+    ({"vol": 0.5}, "fluctuating"),
+    ({"trend": 5.0}, "growing"),
+    ({"trend": 4.9}, "stable"),
+]
+
+
+def test_lifecycle_stages(spark, base_config):
+    rows = [(f"case{i}", overrides) for i, (overrides, _) in enumerate(STAGE_CASES)]
+    got = {r.account_id: r.lifecycle_stage for r in _tiers(spark, base_config, rows).collect()}
+    assert got == {f"case{i}": stage for i, (_, stage) in enumerate(STAGE_CASES)}
+
+
+def test_value_growth_matrix(spark, base_config):
+    rows = [("star", {"cur": 60.0, "trend": 1.0}), ("cow", {"cur": 60.0, "trend": -1.0}),
+            ("qm", {"cur": 10.0, "trend": 1.0}), ("dog", {"cur": 10.0, "trend": None})]
+    got = {r.account_id: r.value_growth_label for r in _tiers(spark, base_config, rows).collect()}
+    assert got == {"star": "star", "cow": "cash_cow", "qm": "question_mark", "dog": "dog"}
+
+
+def test_campaign_targets_one_row_per_match(spark, base_config):
+    scores = spark.createDataFrame([
+        (S, "r", "churn_risk", "high", None, 80.0, 10.0),
+        (S, "t", "new", "low", "elastic", 10.0, 10.0),
+        (S, "both", "growing", "high", "elastic", 49.9, 10.0),
+        (S, "none", "stable", "high", "elastic", 10.0, 10.0),
+        (S, "d", "dormant", "low", None, 0.0, 70.0),
+    ], "snapshot_month date, account_id string, lifecycle_stage string, value_level string, "
+       "elasticity_class string, current_value_savings_pct double, historical_value_pct double")
+    actual = campaign_targets(scores, base_config.tiers).select("account_id", "campaign")
+    expected = spark.createDataFrame(
+        [("r", "retention"), ("t", "time_deposit_offer"), ("both", "time_deposit_offer"),
+         ("d", "reactivation")], actual.schema)
+    assertDataFrameEqual(actual, expected)
+    reason = campaign_targets(scores, base_config.tiers).where("account_id = 'r'").first().reason
+    assert reason == ("valuable account at churn risk (lifecycle_stage=churn_risk; "
+                      "value_level=high)")
