@@ -87,7 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def _session(args: argparse.Namespace, cfg: CvmConfig, app: str):  # noqa: ANN202
+def _session(args: argparse.Namespace, cfg: CvmConfig, app: str):
     from cvm_spark.session import build_spark
 
     master = args.master
