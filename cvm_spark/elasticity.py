@@ -1,0 +1,153 @@
+"""Value elasticity of income to marketing spend, and return on spend (spec section 5).
+
+Two consecutive periods of ``period_months`` months each: *current* = the last
+``period_months`` months up to and including the snapshot month, *previous* = the
+``period_months`` months before. Per account, ``Q`` = income (``monthly_product.income``
+summed over product lines and the period's months) and ``P`` = marketing spend (summed over
+the period's months).
+
+``E = (dQ / Q) / (dP / P)`` with ``dQ = Q_cur - Q_prev``, ``dP = P_cur - P_prev`` and the base
+chosen by ``method``:
+
+* ``base`` (default): ``Q = Q_prev``, ``P = P_prev`` -- the change relative to where the
+  account started, as in the source framework ("one more unit of spend brings E units of
+  income growth"). Undefined when ``P_prev = 0`` or ``Q_prev <= 0``.
+* ``arc``: ``Q = (Q_prev + Q_cur) / 2``, ``P = (P_prev + P_cur) / 2`` (midpoint formula):
+  symmetric in the two periods and defined when spend starts from zero. Undefined when a
+  midpoint is not positive.
+
+Either way E is undefined when spend did not change: ``|dP / P| <= spend_change_tolerance``
+(0.0 = exactly equal). Class by magnitude: ``|E| > 1 + unit_tolerance`` elastic,
+``|E| >= 1 - unit_tolerance`` unit, otherwise inelastic; the sign stays in ``elasticity``
+(negative: income moved against spend). ``return_on_spend = Q_cur / P_cur`` over the current
+period (null without spend).
+
+The output has one row per account with a ``monthly_product`` or ``marketing`` row in the two
+periods; the caller left-joins, and an account without rows is "undefined".
+Worked examples: docs/quality.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cvm_spark.config import _check
+from cvm_spark.features import months_back
+from cvm_spark.schemas import ACCOUNT_ID
+
+METHODS = ("base", "arc")
+
+
+@dataclass(frozen=True)
+class ElasticityLabels:
+    """Class labels written to ``elasticity_class``."""
+
+    elastic: str = "elastic"
+    unit: str = "unit"
+    inelastic: str = "inelastic"
+    undefined: str = "undefined"
+
+    def __post_init__(self) -> None:
+        labels = [self.elastic, self.unit, self.inelastic, self.undefined]
+        _check(all(label.strip() for label in labels), f"labels must not be blank: {labels}")
+        _check(len(set(labels)) == len(labels), f"labels must be distinct: {labels}")
+
+
+@dataclass(frozen=True)
+class ElasticityConfig:
+    """Value elasticity (spec section 5, elasticity).
+
+    Attributes:
+        period_months: length of the current and of the previous period.
+        method: ``base`` (relative to the previous period) or ``arc`` (midpoint).
+        unit_tolerance: ``|E|`` within ``1 +- unit_tolerance`` is unit elastic.
+        spend_change_tolerance: a relative spend change ``|dP / P|`` at or below this counts
+            as "spend did not change" (E undefined); 0.0 = only exactly equal spend.
+        labels: class labels.
+    """
+
+    period_months: int = 3
+    method: str = "base"
+    unit_tolerance: float = 0.05
+    spend_change_tolerance: float = 0.0
+    labels: ElasticityLabels = field(default_factory=ElasticityLabels)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.period_months <= 24,
+               f"period_months must be in 1..24, got {self.period_months}")
+        _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        _check(0 <= self.unit_tolerance < 1,
+               f"unit_tolerance must be in [0, 1), got {self.unit_tolerance}")
+        _check(0 <= self.spend_change_tolerance < 1,
+               f"spend_change_tolerance must be in [0, 1), got {self.spend_change_tolerance}")
+
+
+def _period_sums(df: DataFrame, value: str, snapshot: date, months: int,
+                 prefix: str) -> DataFrame:
+    """``<prefix>_prev`` and ``<prefix>_cur``: sums of ``value`` per account (one pass)."""
+    k = months_back(F.col("month"), snapshot)
+    first = F.add_months(F.lit(snapshot), -(2 * months - 1))
+    return (df.where(F.col("month").between(first, F.lit(snapshot)))
+            .groupBy(ACCOUNT_ID)
+            .agg(F.sum(F.when(k >= months, F.col(value)).otherwise(F.lit(0.0)))
+                 .alias(f"{prefix}_prev"),
+                 F.sum(F.when(k < months, F.col(value)).otherwise(F.lit(0.0)))
+                 .alias(f"{prefix}_cur")))
+
+
+def relative_change(prev: Column, cur: Column, method: str) -> Column:
+    """``(cur - prev) / base``; null when the base is not positive.
+
+    ``base`` = ``prev`` (method ``base``) or ``(prev + cur) / 2`` (method ``arc``).
+    """
+    base = prev if method == "base" else (prev + cur) / 2
+    return F.when(base > 0, (cur - prev) / base)
+
+
+def elasticity_class(e: Column, cfg: ElasticityConfig) -> Column:
+    """Class of an elasticity by its magnitude; null elasticity -> undefined."""
+    tol, labels = cfg.unit_tolerance, cfg.labels
+    magnitude = F.abs(e)
+    return (F.when(e.isNull(), F.lit(labels.undefined))
+            .when(magnitude > 1 + tol, F.lit(labels.elastic))
+            .when(magnitude >= 1 - tol, F.lit(labels.unit))
+            .otherwise(F.lit(labels.inelastic)))
+
+
+def value_elasticity(monthly_product: DataFrame, marketing: DataFrame, snapshot: date,
+                     cfg: ElasticityConfig) -> DataFrame:
+    """Income elasticity to marketing spend between the previous and the current period.
+
+    Args:
+        monthly_product: accepted ``monthly_product`` rows (contract types).
+        marketing: accepted ``marketing`` rows (contract types).
+        snapshot: first day of the snapshot month (the last month of the current period).
+        cfg: periods, method, tolerances and labels.
+
+    Returns:
+        One row per account with income or marketing rows in the two periods: account_id,
+        income_prev, income_cur, spend_prev, spend_cur (0.0 when the account has no rows),
+        elasticity (null when undefined), elasticity_class, return_on_spend
+        (``income_cur / spend_cur``, null when ``spend_cur = 0``).
+    """
+    n = cfg.period_months
+    income = _period_sums(monthly_product, "income", snapshot, n, "income")
+    spend = _period_sums(marketing, "spend", snapshot, n, "spend")
+    joined = income.join(spend, on=ACCOUNT_ID, how="full").select(
+        ACCOUNT_ID,
+        *[F.coalesce(F.col(c), F.lit(0.0)).alias(c)
+          for c in ("income_prev", "income_cur", "spend_prev", "spend_cur")])
+    dq = relative_change(F.col("income_prev"), F.col("income_cur"), cfg.method)
+    dp = relative_change(F.col("spend_prev"), F.col("spend_cur"), cfg.method)
+    spend_changed = F.abs(dp) > F.lit(cfg.spend_change_tolerance)
+    with_e = joined.select("*", F.when(spend_changed, dq / dp).alias("elasticity"))
+    return with_e.select(
+        ACCOUNT_ID, "income_prev", "income_cur", "spend_prev", "spend_cur", "elasticity",
+        elasticity_class(F.col("elasticity"), cfg).alias("elasticity_class"),
+        F.when(F.col("spend_cur") > 0, F.col("income_cur") / F.col("spend_cur"))
+        .alias("return_on_spend"),
+    )
