@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate the synthetic sample into inputs.root first")
     p.add_argument("--accounts", type=int, help="with --generate: number of accounts")
     p.add_argument("--run-id", help="run identifier (default: snapshot + config fingerprint)")
+    p.add_argument("--reuse-models", action="store_true",
+                   help="score with the future-value models saved for the snapshot instead of "
+                        "training new ones")
     return parser
 
 
@@ -134,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.accounts is not None and not args.generate:
             print("cvm: --accounts only applies with --generate", file=sys.stderr)
             return 2
-        summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate)
+        summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate,
+                               retrain=not args.reuse_models)
         print(summary.render())
         print(f"\ntotal {time.monotonic() - start:.0f}s; query with "
               f"spark.sql('select * from {cfg.output.database}.rfm')")

@@ -21,6 +21,13 @@ from typing import Any
 
 import yaml
 
+if typing.TYPE_CHECKING:  # model configs live next to their code; resolved lazily below
+    from cvm_spark.clv import ClvConfig
+    from cvm_spark.credit import CreditConfig
+    from cvm_spark.elasticity import ElasticityConfig
+    from cvm_spark.future_value import FutureValueConfig
+    from cvm_spark.loyalty import LoyaltyConfig
+
 CONFIG_VERSION = 1
 INPUT_FORMATS = ("parquet", "csv", "delta")
 
@@ -361,6 +368,7 @@ class TiersConfig:
     fair_credit_grades: list[str] = field(default_factory=lambda: ["C"])
     risky_credit_grades: list[str] = field(default_factory=lambda: ["D", "E"])
     no_credit_grade: str = "B"
+    credit_grade_column: str = "credit_grade_3m"
     growth_trend: float = 0.0
     abc: AbcConfig = field(default_factory=AbcConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
@@ -430,6 +438,13 @@ class CvmConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     rfm: RfmConfig = field(default_factory=RfmConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
+    credit: CreditConfig = field(default_factory=lambda: _model_configs()["CreditConfig"]())
+    loyalty: LoyaltyConfig = field(default_factory=lambda: _model_configs()["LoyaltyConfig"]())
+    elasticity: ElasticityConfig = field(
+        default_factory=lambda: _model_configs()["ElasticityConfig"]())
+    future_value: FutureValueConfig = field(
+        default_factory=lambda: _model_configs()["FutureValueConfig"]())
+    clv: ClvConfig = field(default_factory=lambda: _model_configs()["ClvConfig"]())
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     spark: dict[str, str] = field(default_factory=dict)
 
@@ -526,8 +541,20 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
+def _model_configs() -> dict[str, type]:
+    """Config classes defined in the model modules (imported here to avoid import cycles)."""
+    from cvm_spark.clv import ClvConfig
+    from cvm_spark.credit import CreditConfig
+    from cvm_spark.elasticity import ElasticityConfig
+    from cvm_spark.future_value import FutureValueConfig
+    from cvm_spark.loyalty import LoyaltyConfig
+
+    return {c.__name__: c for c in (ClvConfig, CreditConfig, ElasticityConfig,
+                                    FutureValueConfig, LoyaltyConfig)}
+
+
 def _build(cls: Any, data: dict[str, Any], path: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, localns=_model_configs())
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{path}." if path else ""
     unknown = sorted(set(data) - set(fields))

@@ -26,6 +26,10 @@ from cvm_spark.validate import read_inputs, validate_inputs
 
 log = logging.getLogger(__name__)
 
+# model metrics shown in the printed summary (all of them are in the model_metrics table)
+SUMMARY_METRICS = ("rmse", "baseline_rmse", "mae", "r2", "r", "alpha", "a", "b", "p", "q", "v",
+                   "log_likelihood", "converged")
+
 
 @dataclass
 class RunSummary:
@@ -37,6 +41,8 @@ class RunSummary:
     rows_quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
     segments: dict[str, int] = field(default_factory=dict)
+    tiers: dict[str, int] = field(default_factory=dict)
+    metrics: list[tuple[str, str, str, float]] = field(default_factory=list)
     tables: dict[str, str] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -59,6 +65,15 @@ class RunSummary:
         total = sum(self.segments.values()) or 1
         for name, n in sorted(self.segments.items(), key=lambda kv: -kv[1]):
             lines.append(f"{name:<22}{n:>10,}  {100 * n / total:5.1f}%")
+        if self.tiers:
+            lines += ["", f"{'tier':<22}{'accounts':>10}"]
+            for name, n in sorted(self.tiers.items(), key=lambda kv: -kv[1]):
+                lines.append(f"{name:<22}{n:>10,}  {100 * n / total:5.1f}%")
+        if self.metrics:
+            lines += ["", "model metrics (all in model_metrics):"]
+            for model, scope, metric, value in sorted(self.metrics):
+                shown = "null" if value is None else f"{value:,.4g}"
+                lines.append(f"  {model:<13}{scope:<24}{metric:<16}{shown}")
         lines += ["", "tables written (Delta, partitioned by snapshot_month):"]
         for name, path in self.tables.items():
             lines.append(f"  {name:<12}{self.rows_written.get(name, 0):>10,} rows  {path}")
@@ -81,8 +96,13 @@ def default_run_id(cfg: CvmConfig) -> str:
     return f"{cfg.snapshot_month}-{cfg.fingerprint()}"
 
 
+def model_root(cfg: CvmConfig) -> str:
+    """Where fitted models are saved: ``<warehouse>/_models`` (versioned by snapshot)."""
+    return f"{cfg.output.warehouse.rstrip('/')}/_models"
+
+
 def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
-                 generate: bool = False,
+                 generate: bool = False, retrain: bool = True,
                  on_stage: Callable[[str, RunSummary], Any] | None = None) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
 
@@ -91,6 +111,7 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         cfg: validated configuration.
         run_id: recorded in the quarantine table; defaults to :func:`default_run_id`.
         generate: first write a synthetic sample to ``cfg.inputs.root`` (``cfg.generator``).
+        retrain: fit the future-value models; False reuses the ones saved for the snapshot.
         on_stage: called after each stage (used by tests to inject faults).
 
     Returns:
@@ -134,12 +155,34 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         done("features")
         with _stage(summary, "rfm"):
             _write(summary, score_rfm(features, cfg.rfm), "rfm", cfg)
-            features.unpersist()
             # count segments on the written snapshot (small) rather than recomputing RFM
-            written = read_table(spark, cfg.output, "rfm").where(
+            rfm = read_table(spark, cfg.output, "rfm").where(
                 F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
-            summary.segments = segment_counts(written)
+            summary.segments = segment_counts(rfm)
         done("rfm")
+        with _stage(summary, "model"):
+            from cvm_spark.model import run_value_model
+
+            accepted = {name: validated.accepted(name) for name in validated.classified}
+            outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
+                                      model_root=model_root(cfg), retrain=retrain)
+            try:
+                for table in ("model_metrics", "value_scores", "tiers", "campaign_targets",
+                              "tier_summary"):
+                    _write(summary, getattr(outputs, table), table, cfg)
+            finally:
+                outputs.unpersist()
+            written = read_table(spark, cfg.output, "tiers").where(
+                F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
+            summary.tiers = {r["tier"]: int(r["count"])
+                             for r in written.groupBy("tier").count().collect()}
+            summary.metrics = [
+                (r["model"], r["scope"], r["metric"], r["value"])
+                for r in read_table(spark, cfg.output, "model_metrics")
+                .where(F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
+                .where(F.col("metric").isin(*SUMMARY_METRICS)).collect()]
+        done("model")
+        features.unpersist()
     finally:
         validated.unpersist()
     return summary

@@ -1,0 +1,104 @@
+"""End-to-end: generate a small bank, run the main job, check the tables it leaves."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from cvm_spark.config import load_config_dict, to_dict
+from cvm_spark.delta_io import table_path
+from cvm_spark.pipeline import run_snapshot
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def e2e_config(base_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = to_dict(base_config)
+    data["inputs"]["root"] = str(root / "data")
+    data["output"]["warehouse"] = str(root / "wh")
+    data["output"]["database"] = "cvm_e2e"
+    data["generator"].update(accounts=400, months=15, bad_row_share=0.01)
+    return load_config_dict(data)
+
+
+@pytest.fixture(scope="module")
+def summary(spark, e2e_config):
+    return run_snapshot(spark, e2e_config, generate=True)
+
+
+def test_every_row_read_is_accepted_or_quarantined(spark, e2e_config, summary):
+    quarantine = spark.read.format("delta").load(table_path(e2e_config.output, "quarantine"))
+    per_table = {r.source_table: r["count"] for r in
+                 quarantine.groupBy("source_table").count().collect()}
+    for name, read in summary.rows_read.items():
+        bad = sum(summary.rows_quarantined[name].values())
+        assert per_table.get(name, 0) == bad, name
+        assert read > bad, name
+    # the generator plants bad rows of every kind; the main kinds must show up
+    reasons = {r.reason for r in quarantine.select("reason").distinct().collect()}
+    assert {"null_key", "non_positive_amount", "non_finite_value", "date_out_of_window",
+            "unknown_product_line", "orphan_account", "duplicate_event"} <= reasons
+
+
+def test_rfm_and_features_cover_the_accounts(spark, e2e_config, summary):
+    features = spark.table("cvm_e2e.features")
+    rfm = spark.table("cvm_e2e.rfm")
+    n = features.count()
+    assert n == rfm.count() == summary.rows_written["rfm"] == sum(summary.segments.values())
+    assert n > 300
+    assert rfm.where(F.col("segment").isNull()).count() == 0
+    assert rfm.select("r_score").distinct().count() == 5
+    assert features.select("account_id").distinct().count() == n
+    assert len(summary.segments) >= 5
+
+
+def test_model_tables_cover_every_account(spark, e2e_config, summary):
+    n = summary.rows_written["features"]
+    for table in ("value_scores", "tiers"):
+        df = spark.table(f"cvm_e2e.{table}")
+        assert df.count() == n, table
+        assert df.select("account_id").distinct().count() == n, table
+    tiers = spark.table("cvm_e2e.tiers")
+    assert tiers.where(F.col("tier").isNull() | F.col("tier_reason").isNull()
+                       | F.col("lifecycle_stage").isNull()).count() == 0
+    assert {r.abc_class for r in tiers.select("abc_class").distinct().collect()} == \
+        {"A", "B", "C"}
+    assert sum(summary.tiers.values()) == n
+    metrics = spark.table("cvm_e2e.model_metrics")
+    models = {r.model for r in metrics.select("model").distinct().collect()}
+    assert {"future_value", "bgnbd", "gamma_gamma", "loyalty", "clv"} <= models
+    summary_rows = spark.table("cvm_e2e.tier_summary").agg(F.sum("accounts")).first()[0]
+    assert summary_rows == n
+    text = summary.render()
+    assert "tier" in text and "model metrics" in text
+
+
+def test_rerun_is_identical_and_leaves_one_copy(spark, e2e_config, summary):
+    tables = ("rfm", "value_scores", "tiers", "campaign_targets", "tier_summary")
+
+    def snapshot_rows(table):
+        df = spark.read.format("delta").load(table_path(e2e_config.output, table))
+        return sorted(df.collect())
+
+    before = {t: snapshot_rows(t) for t in tables}
+    again = run_snapshot(spark, e2e_config)
+    for table in tables:
+        assert snapshot_rows(table) == before[table], table
+    assert again.rows_written == summary.rows_written
+
+
+def test_summary_renders(summary):
+    text = summary.render()
+    assert "accounts scored" in text and "quarantine" in text and "rfm" in text
+
+
+def test_other_snapshot_keeps_the_first(spark, e2e_config, summary):
+    earlier = e2e_config.with_snapshot("2024-11")
+    run_snapshot(spark, earlier)
+    rfm = spark.read.format("delta").load(table_path(e2e_config.output, "rfm"))
+    months = {r.snapshot_month.isoformat(): r["count"]
+              for r in rfm.groupBy("snapshot_month").count().collect()}
+    assert set(months) == {"2024-11-01", "2024-12-01"}
+    assert months["2024-12-01"] == summary.rows_written["rfm"]
