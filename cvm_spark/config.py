@@ -142,9 +142,11 @@ class FeaturesConfig:
     trend_months: int = 6
     volatility_months: int = 12
     active_months: int = 12
+    purchase_directions: list[str] = field(default_factory=lambda: ["debit"])
 
     def __post_init__(self) -> None:
         _check(len(self.windows_months) > 0, "windows_months must not be empty")
+        _check(len(self.purchase_directions) > 0, "purchase_directions must not be empty")
         for i, w in enumerate(self.windows_months):
             _check(w >= 1, f"windows_months[{i}] must be >= 1 month, got {w}")
             _check(w <= 120, f"windows_months[{i}] must be <= 120 months, got {w}")
@@ -457,6 +459,10 @@ class CvmConfig:
             raise ValueError(f"snapshot_month: {exc}") from None
         _check(self.validation.data_start_date < self.snapshot,
                "validation.data_start must be before snapshot_month")
+        unknown = sorted(set(self.features.purchase_directions)
+                         - set(self.validation.directions))
+        _check(not unknown, f"features.purchase_directions {unknown} are not in "
+               f"validation.directions {self.validation.directions}")
         grouped = [pl for lines in self.value.product_groups.values() for pl in lines]
         _check(sorted(grouped) == sorted(self.validation.product_lines),
                "value.product_groups must put every validation.product_lines entry in exactly "

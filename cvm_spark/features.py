@@ -69,14 +69,18 @@ def transaction_features(transactions: DataFrame, snapshot: date, cfg: FeaturesC
         observation_end: last day observed; defaults to the snapshot month end. Later
             transactions are ignored. Recency and BTYD ``T`` are measured to this day.
 
-    BTYD columns follow the lifetimes convention with daily periods (docs/features.md).
+    BTYD columns follow the lifetimes convention with daily periods over purchase
+    transactions only (direction in ``cfg.purchase_directions``; salary and transfers
+    received are not purchases); they are null for accounts without a purchase.
     """
     end = observation_end or _month_end(snapshot)
     daily = (transactions
-             .select(ACCOUNT_ID, F.to_date("txn_ts").alias("d"), "amount")
+             .select(ACCOUNT_ID, F.to_date("txn_ts").alias("d"), "amount",
+                     F.col("direction").isin(cfg.purchase_directions).alias("purchase"))
              .where(F.col("d") <= F.lit(end))
              .groupBy(ACCOUNT_ID, "d")
-             .agg(F.count(F.lit(1)).alias("n"), F.sum("amount").alias("amt")))
+             .agg(F.count(F.lit(1)).alias("n"), F.sum("amount").alias("amt"),
+                  F.sum(F.when(F.col("purchase"), F.col("amount"))).alias("pamt")))
     k = months_back(F.col("d"), snapshot)
     windows = []
     for w in cfg.windows:
@@ -92,20 +96,23 @@ def transaction_features(transactions: DataFrame, snapshot: date, cfg: FeaturesC
         F.min("d").alias("first_txn_date"),
         F.bit_count(F.coalesce(active_bits, F.lit(0).cast("long"))).cast("int")
         .alias("_active_months"),
-        F.count(F.lit(1)).alias("_days"),
-        F.sum("amt").alias("_amt_all"),
-        F.min_by("amt", "d").alias("_amt_first_day"),
+        # BTYD: purchase days only (features.purchase_directions)
+        F.count(F.col("pamt")).alias("_days"),
+        F.sum("pamt").alias("_amt_all"),
+        F.min_by("pamt", F.when(F.col("pamt").isNotNull(), F.col("d"))).alias("_amt_first_day"),
+        F.min(F.when(F.col("pamt").isNotNull(), F.col("d"))).alias("_first_purchase"),
+        F.max(F.when(F.col("pamt").isNotNull(), F.col("d"))).alias("_last_purchase"),
     )
-    repeat_days = F.col("_days") - 1
+    repeat_days = F.when(F.col("_days") > 0, F.col("_days") - 1)
     return agg.select(
         ACCOUNT_ID,
         *[F.col(f"{m}_{w}m") for w in cfg.windows for m in ("frequency", "monetary")],
         "last_txn_date", "first_txn_date", "_active_months",
         repeat_days.cast("double").alias("btyd_frequency"),
-        F.datediff("last_txn_date", "first_txn_date").cast("double").alias("btyd_recency"),
-        F.datediff(F.lit(end), "first_txn_date").cast("double").alias("btyd_t"),
+        F.datediff("_last_purchase", "_first_purchase").cast("double").alias("btyd_recency"),
+        F.datediff(F.lit(end), "_first_purchase").cast("double").alias("btyd_t"),
         F.when(repeat_days > 0, (F.col("_amt_all") - F.col("_amt_first_day")) / repeat_days)
-        .otherwise(F.lit(0.0)).alias("btyd_monetary"),
+        .when(repeat_days == 0, F.lit(0.0)).alias("btyd_monetary"),
     )
 
 

@@ -68,9 +68,9 @@ class _Group:
 
 
 _GROUP_PARAMS: dict[str, _Group] = {
-    "high": _Group(0.05, 0.40, 300_000.0, 3.0, 400.0, 12_000.0, (3, 4), 0.02, 0.25),
-    "medium": _Group(0.25, 0.40, 30_000.0, 1.8, 120.0, 4_500.0, (2, 3), 0.05, 0.15),
-    "low": _Group(0.70, 0.20, 3_000.0, 0.55, 40.0, 1_800.0, (1, 2), 0.18, 0.08),
+    "high": _Group(0.05, 0.40, 300_000.0, 3.6, 400.0, 12_000.0, (3, 4), 0.02, 0.25),
+    "medium": _Group(0.25, 0.40, 30_000.0, 1.9, 120.0, 4_500.0, (2, 3), 0.05, 0.15),
+    "low": _Group(0.70, 0.20, 3_000.0, 0.5, 40.0, 1_800.0, (1, 2), 0.18, 0.08),
 }
 
 _PATTERN_SHARES = {"new": 0.08, "growing": 0.12, "stable": 0.38, "volatile": 0.12,
@@ -518,7 +518,7 @@ def _account_base(spark: SparkSession, plan: _Plan) -> DataFrame:
         F.when(pat == "closed", closed_ago).alias("closed_ago"),
         F.when(pat == "dormant", F.lit(plan.months) - dormant_for).alias("dormant_from"),
         (F.exp(_normal(h("c"), 0, 1, 4) * 0.2) * per_group("balance")).alias("level"),
-        (F.exp(_normal(h("c"), 0, 1, 4, sine=True) * 0.2) * per_group("frequency"))
+        (F.exp(_normal(h("c"), 0, 1, 4, sine=True) * 0.12) * per_group("frequency"))
         .alias("freq"),
         (F.exp(_normal(h("d"), 0, 1, 4) * 0.3) * per_group("ticket")).alias("ticket"),
         (F.exp(_normal(h("d"), 0, 1, 4, sine=True) * 0.25) * per_group("salary"))

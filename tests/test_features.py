@@ -131,11 +131,15 @@ def test_btyd_summary_parity_with_lifetimes_at_month_end(spark):
             ("2", datetime(2015, 1, 1), 2.0),
             ("3", datetime(2015, 1, 1), 3.0), ("3", datetime(2015, 1, 2), 1.0),
             ("3", datetime(2015, 1, 5), 5.0)]
+    # a credit (salary) is not a purchase: it must not change the BTYD summary
+    txns = _txns(spark, rows).unionByName(spark.createDataFrame(
+        [("2", "salary", datetime(2015, 2, 20), 900.0, "card", "credit", "EMP")],
+        TRANSACTIONS.schema))
     reference = lifetimes_utils.summary_data_from_transaction_data(
         pd.DataFrame(rows, columns=["id", "date", "amount"]), "id", "date",
         monetary_value_col="amount", observation_period_end="2015-02-28", freq="D")
     ours = {r.account_id: r for r in transaction_features(
-        _txns(spark, rows), date(2015, 2, 1), CFG).collect()}
+        txns, date(2015, 2, 1), CFG).collect()}
     for account_id, ref in reference.iterrows():
         got = ours[account_id]
         assert (got.btyd_frequency, got.btyd_recency, got.btyd_t) == \
