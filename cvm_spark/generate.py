@@ -97,9 +97,9 @@ class _Line:
 
 _LINE_PROFILES: dict[str, _Line] = {
     "demand_deposit": _Line(20.0, 0.35, 0.020, 0.004, 1.0, None),
-    "time_deposit": _Line(3.0, 0.40, 0.012, 0.002, 0.5, None),
-    "loan": _Line(2.5, 0.60, 0.045, 0.012, 2.0, 1.3),
-    "wealth": _Line(2.0, 0.50, 0.010, 0.002, 0.5, None),
+    "time_deposit": _Line(3.0, 0.40, 0.015, 0.002, 0.5, None),
+    "loan": _Line(2.5, 0.50, 0.035, 0.010, 2.0, 1.3),
+    "wealth": _Line(2.0, 0.50, 0.015, 0.002, 0.5, None),
     "card": _Line(3.0, 0.06, 0.150, 0.030, 1.5, 3.0),
     "fee_other": _Line(2.0, 0.02, 0.300, 0.050, 0.3, None),
 }
@@ -517,7 +517,7 @@ def _account_base(spark: SparkSession, plan: _Plan) -> DataFrame:
         F.when(pat == "new", offset_new).otherwise(offset_old).alias("open_offset"),
         F.when(pat == "closed", closed_ago).alias("closed_ago"),
         F.when(pat == "dormant", F.lit(plan.months) - dormant_for).alias("dormant_from"),
-        (F.exp(_normal(h("c"), 0, 1, 4) * 0.2) * per_group("balance")).alias("level"),
+        (F.exp(_normal(h("c"), 0, 1, 4) * 0.15) * per_group("balance")).alias("level"),
         (F.exp(_normal(h("c"), 0, 1, 4, sine=True) * 0.12) * per_group("frequency"))
         .alias("freq"),
         (F.exp(_normal(h("d"), 0, 1, 4) * 0.3) * per_group("ticket")).alias("ticket"),
@@ -553,7 +553,7 @@ def _account_base(spark: SparkSession, plan: _Plan) -> DataFrame:
     )
     held_c = [F.col(f"held{i}") for i in range(n_lines)]
     balances = [F.when(held_c[i], F.col("level") * prof.share
-                       * F.exp(_normal(h(f"line{i}"), 1, 2, 3) * 0.15)).alias(f"bal{i}")
+                       * F.exp(_normal(h(f"line{i}"), 1, 2, 3) * 0.1)).alias(f"bal{i}")
                 for i, prof in enumerate(plan.profiles)]
     # line_at<k>: the k-th held line in config order (transactions pick among them).
     line_at = []

@@ -10,6 +10,7 @@ memory (Python process RSS) as JSON and a markdown table in --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -36,6 +37,9 @@ def main() -> int:
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--work", default="/tmp/cvm-bench")
     parser.add_argument("--out", default=str(ROOT / "bench-out"))
+    parser.add_argument("--until", choices=["rfm", "model"], default="model",
+                        help="stop after this stage (rfm = the foundation: validate, "
+                             "features, RFM)")
     parser.add_argument("--keep-data", action="store_true",
                         help="reuse generated data in --work if it is there")
     args = parser.parse_args()
@@ -56,12 +60,26 @@ def main() -> int:
         write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
                      cfg.inputs.root, cfg.inputs.format)
         stages["generate"] = {"seconds": time.monotonic() - start}
-    summary = run_snapshot(spark, cfg)
+    class _Stop(Exception):
+        pass
+
+    last_summary: list = [None]
+
+    def stop_after(stage: str, run_summary: object) -> None:
+        last_summary[0] = run_summary
+        if stage == args.until:
+            raise _Stop
+
+    with contextlib.suppress(_Stop):
+        run_snapshot(spark, cfg, on_stage=stop_after)
+    summary = last_summary[0]
     rows_in = sum(summary.rows_read.values())
     for name, seconds in summary.stage_seconds.items():
         stages[name] = {"seconds": seconds}
     stages["validate"]["rows_per_second"] = rows_in / stages["validate"]["seconds"]
     for name in ("features", "rfm"):
+        if name not in stages:
+            continue
         stages[name]["rows_per_second"] = summary.rows_written[name] / stages[name]["seconds"]
     total = sum(v["seconds"] for k, v in stages.items() if k != "generate")
     results.update(stages=stages, rows_read=summary.rows_read,
