@@ -15,7 +15,9 @@ Design (formulas and conventions in docs/clv.md):
   hypergeometric function in the BG/NBD conditional expectation is a truncated power series
   evaluated with ``F.aggregate`` over ``F.sequence`` (term recurrence); the number of terms
   comes from a small table computed on the driver from the fitted parameters, indexed by
-  ``z`` (a rigorous tail bound, see :func:`series_terms_table`).
+  ``z`` (a rigorous tail bound, see :func:`series_terms_table`). The series part of the
+  expectation depends only on ``(frequency, T)``, so it is evaluated once per distinct pair
+  (bounded by purchase counts x ages, not by the number of accounts) and joined back.
 * A fit that did not converge is reported (``converged=False`` and metric rows) and the
   scoring entry points raise :class:`ClvFitError` unless ``allow_unconverged=True``.
 
@@ -559,37 +561,40 @@ def score_clv(df: DataFrame, bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig, *,
     avg_value = (1.0 - individual) * (v * p / (q - 1.0)) + individual * m
     big_a, big_b = a + b - 1.0 - r, a - 1.0
     with_alive = prepared.select(
-        *keys, "clv_simple", "_age",
+        *keys, "clv_simple", "_x", "_age",
         F.when(valid, alive).alias("prob_alive"),
         F.when(valid, avg_value).alias("expected_avg_value"),
-        (a + b + x - 1.0).alias("_c"),
     )
-    c, alive_col = F.col("_c"), F.col("prob_alive")
+    c = a + b + x - 1.0
     terms_by_cell = F.array(*[F.lit(n) for n in terms])
 
-    def expected(z: Column) -> Column:
-        """E[X(t)|x, t_x, T] = c/(a-1) (1 - (1-z)^(a-1) 2F1(A, a-1; c; z)) P(alive)."""
+    def unconditional(z: Column) -> Column:
+        """G(z) = c/(a-1) (1 - (1-z)^(a-1) 2F1(A, a-1; c; z)); E[X(t)|x,t_x,T] = G P(alive)."""
         cell = F.least(F.greatest(F.ceil(z * _Z_GRID).cast("int"), F.lit(1)),
                        F.lit(len(terms)))
         series = hyp2f1_series(big_a, big_b, c, z, F.element_at(terms_by_cell, cell))
-        return c / (a - 1.0) * (1.0 - F.pow(1.0 - z, a - 1.0) * series) * alive_col
+        return c / (a - 1.0) * (1.0 - F.pow(1.0 - z, a - 1.0) * series)
 
-    # z_k = k / (alpha + T + k) for k = 1..H is bound once per period (lambda variable), then
-    # E(k) for every k in one array; the discounted increments are a cheap fold over it.
+    # G depends on (x, T) only, not on t_x or the account: it is computed once per distinct
+    # (x, T) pair (a few thousand, bounded by purchase counts x ages whatever the number of
+    # accounts) and joined back. z_k = k / (alpha + T + k) for k = 1..H is bound once per
+    # period (lambda variable), then G(k) for every k in one array; the discounted increments
+    # are a cheap fold over it, and both are linear in P(alive), which multiplies them after.
     z_path = F.transform(F.sequence(F.lit(1), F.lit(cfg.horizon_periods)),
                          lambda k: k.cast("double") / (alpha + age + k.cast("double")))
-    path = F.transform(z_path, expected)
-    scored = with_alive.select(
-        *keys, "clv_simple", "prob_alive", "expected_avg_value",
-        F.when(F.col("prob_alive").isNotNull(), path).alias("_path"),
-    )
+    curves = (with_alive.where(F.col("prob_alive").isNotNull()).select("_x", "_age").distinct()
+              .select("_x", "_age", F.transform(z_path, unconditional).alias("_path"))
+              .select("_x", "_age",
+                      F.element_at(F.col("_path"), cfg.horizon_periods).alias("_g_horizon"),
+                      discounted_increments(F.col("_path"), cfg).alias("_g_discounted")))
+    scored = with_alive.join(curves, on=["_x", "_age"], how="left")
     return scored.select(
         *keys,
         F.col("clv_simple"),
-        F.element_at(F.col("_path"), cfg.horizon_periods).alias("expected_purchases"),
+        (F.col("prob_alive") * F.col("_g_horizon")).alias("expected_purchases"),
         F.col("prob_alive"),
         F.col("expected_avg_value"),
-        (F.col("expected_avg_value") * discounted_increments(F.col("_path"), cfg))
+        (F.col("expected_avg_value") * F.col("prob_alive") * F.col("_g_discounted"))
         .alias("clv_discounted"),
     )
 

@@ -239,13 +239,20 @@ def _month_end(month_start: date) -> date:
 
 def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
               known_accounts: DataFrame | None) -> DataFrame:
-    """Typed contract columns + reason + original row JSON for one table."""
+    """Typed contract columns + reason + original row JSON (rejected rows only) for a table.
+
+    The original row is carried as its source columns and turned into JSON only for rows
+    that end up rejected, so accepted rows (nearly all of them) cost no JSON string in the
+    shuffle-free tail of the plan or in the persisted result.
+    """
     df = check_schema(table, raw)
+    source_cols = df.columns
     raw_cols = [F.col(c).alias(f"_raw_{c}") for c in table.columns]
+    # the source columns beyond the contract ones, kept for the quarantine JSON
+    extra = [c for c in source_cols if c not in table.columns]
     typed = df.select(*_typed(df, table), *raw_cols,
-                      F.to_json(F.struct(*[F.col(c) for c in df.columns])).alias(ROW_JSON))
-    typed = typed.select(*table.columns, *[f"_raw_{c}" for c in table.columns], ROW_JSON,
-                         _row_reason(table, cfg).alias(REASON))
+                      *[F.col(c).alias(f"_src_{c}") for c in extra])
+    typed = typed.select(*typed.columns, _row_reason(table, cfg).alias(REASON))
     if known_accounts is not None:
         refs = [ACCOUNT_ID] + (["related_account_id"] if table.name == "relations" else [])
         for i, ref in enumerate(refs):
@@ -256,17 +263,33 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
         typed = typed.withColumn(
             REASON, F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account"))))
     # Duplicates: within one account, order rows by their key with rows that are still
-    # accepted first; a row whose key equals the previous row's key is a duplicate of an
-    # accepted row. Partitioning by account keeps this in the same exchange as the join.
+    # accepted first, then by the original contract values (so the choice is deterministic);
+    # a row whose key equals the previous row's key is a duplicate of an accepted row.
+    # Partitioning by account keeps this in the same exchange as the join.
     key = F.struct(*[F.col(c) for c in table.key])
-    w = Window.partitionBy(ACCOUNT_ID).orderBy(*[F.col(c).asc_nulls_first() for c in table.key],
-                                               F.col(REASON).isNotNull(), F.col(ROW_JSON))
-    duplicate = F.lag(key, 1).over(w).eqNullSafe(key)
-    return typed.select(
+    order = [*[F.col(c).asc_nulls_first() for c in table.key], F.col(REASON).isNotNull(),
+             *[F.col(f"_raw_{c}").asc_nulls_first() for c in table.columns
+               if _sortable(raw.schema, c)]]
+    duplicate = F.lag(key, 1).over(
+        Window.partitionBy(ACCOUNT_ID).orderBy(*order)).eqNullSafe(key)
+    with_reason = typed.select(
+        *typed.columns,
+        F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event"))).alias("_final"))
+    # the original row, with its source column names, as JSON
+    original = F.to_json(F.struct(*[
+        F.col(f"_raw_{c}" if c in table.columns else f"_src_{c}").alias(c)
+        for c in source_cols]))
+    return with_reason.select(
         *table.columns,
-        F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event"))).alias(REASON),
-        ROW_JSON,
+        F.col("_final").alias(REASON),
+        F.when(F.col("_final").isNotNull(), original).alias(ROW_JSON),
     )
+
+
+def _sortable(schema: T.StructType, column: str) -> bool:
+    """Whether a source column can take part in an ORDER BY (no maps)."""
+    lower = {f.name.lower(): f.dataType for f in schema.fields}
+    return not isinstance(lower.get(column), (T.MapType, T.StructType, T.ArrayType))
 
 
 def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig) -> ValidatedInputs:
