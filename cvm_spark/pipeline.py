@@ -142,6 +142,7 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
             summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
                                               if r != "accepted"}
     done("validate")
+    features: DataFrame | None = None
     try:
         with _stage(summary, "quarantine"):
             _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg)
@@ -182,8 +183,9 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                 .where(F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
                 .where(F.col("metric").isin(*SUMMARY_METRICS)).collect()]
         done("model")
-        features.unpersist()
     finally:
+        if features is not None:
+            features.unpersist()
         validated.unpersist()
     return summary
 
