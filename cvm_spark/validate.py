@@ -145,11 +145,14 @@ def check_schema(table: InputTable, df: DataFrame) -> DataFrame:
     return df
 
 
-def _typed(df: DataFrame, table: InputTable) -> list[Column]:
-    """Contract columns cast to their types (null where a value does not cast)."""
+def _typed(table: InputTable, prefix: str = "") -> list[Column]:
+    """Contract columns cast to their types (null where a value does not cast).
+
+    ``prefix`` names the source columns (``"_raw_"`` to re-derive them from the raw copies).
+    """
     cols = []
     for fld in table.schema.fields:
-        c = F.col(fld.name)
+        c = F.col(f"{prefix}{fld.name}")
         if isinstance(fld.dataType, T.StringType):
             c = F.trim(c.cast("string"))
         cols.append(c.try_cast(fld.dataType).alias(fld.name))
@@ -250,18 +253,25 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
     raw_cols = [F.col(c).alias(f"_raw_{c}") for c in table.columns]
     # the source columns beyond the contract ones, kept for the quarantine JSON
     extra = [c for c in source_cols if c not in table.columns]
-    typed = df.select(*_typed(df, table), *raw_cols,
+    typed = df.select(*_typed(table), *raw_cols,
                       *[F.col(c).alias(f"_src_{c}") for c in extra])
-    typed = typed.select(*typed.columns, _row_reason(table, cfg).alias(REASON))
+    refs = [ACCOUNT_ID] + (["related_account_id"] if table.name == "relations" else [])
+    # Only the raw values (plus the typed account keys) cross the shuffle of the orphan join
+    # and the duplicate window; the typed columns are cheap to cast again afterwards, and
+    # carrying both would nearly double the bytes shuffled.
+    slim = typed.select(*refs, *[c for c in typed.columns if c.startswith(("_raw_", "_src_"))],
+                        _row_reason(table, cfg).alias(REASON))
     if known_accounts is not None:
-        refs = [ACCOUNT_ID] + (["related_account_id"] if table.name == "relations" else [])
         for i, ref in enumerate(refs):
             known = known_accounts.select(F.col(ACCOUNT_ID).alias(ref),
                                           F.lit(True).alias(f"_known{i}"))
-            typed = typed.join(known, on=ref, how="left")
+            slim = slim.join(known, on=ref, how="left")
         orphan = _any([F.col(f"_known{i}").isNull() for i in range(len(refs))])
-        typed = typed.withColumn(
+        slim = slim.withColumn(
             REASON, F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account"))))
+    retyped = [col for fld, col in zip(table.schema.fields, _typed(table, "_raw_"), strict=True)
+               if fld.name not in refs]
+    typed = slim.select(*retyped, *[c for c in slim.columns if not c.startswith("_known")])
     # Duplicates: within one account, order rows by their key with rows that are still
     # accepted first, then by the original contract values (so the choice is deterministic);
     # a row whose key equals the previous row's key is a duplicate of an accepted row.
