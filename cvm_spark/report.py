@@ -161,17 +161,23 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
     snapshot = snapshot or cfg.snapshot
     output = cfg.output
     tiers = _snapshot_rows(spark, output, "tiers", snapshot)
-    if tiers is None or tiers.isEmpty():
+    # tiers x lifecycle stages: a few dozen rows, both distributions from one aggregate
+    cells = [] if tiers is None else [
+        (r["tier"], r["lifecycle_stage"], int(r["n"])) for r in
+        tiers.groupBy("tier", "lifecycle_stage").agg(F.count(F.lit(1)).alias("n")).collect()]
+    if not cells:
         raise ReportError(f"no tiers for snapshot {snapshot.isoformat()} in "
                           f"{table_path(output, 'tiers')}; run `cvm run` for it first")
+    assert tiers is not None
     data = ReportData(snapshot=snapshot)
+    counts: dict[str, int] = {}
+    stages: dict[str, int] = {}
+    for tier, stage, n in cells:
+        counts[tier] = counts.get(tier, 0) + n
+        stages[stage] = stages.get(stage, 0) + n
     configured = [t.name for t in cfg.tiers.tiers]
-    counts = {r["tier"]: int(r["n"]) for r in
-              tiers.groupBy("tier").agg(F.count(F.lit(1)).alias("n")).collect()}
     data.tier_order = configured + sorted(set(counts) - set(configured), key=str)
     data.tiers = [(t, counts[t]) for t in data.tier_order if t in counts]
-    stages = {r["lifecycle_stage"]: int(r["n"]) for r in
-              tiers.groupBy("lifecycle_stage").agg(F.count(F.lit(1)).alias("n")).collect()}
     order = list(LIFECYCLE_ORDER) + sorted(set(stages) - set(LIFECYCLE_ORDER), key=str)
     data.lifecycle = [(s, stages.get(s, 0)) for s in order]   # known stages even when 0
     rfm = _snapshot_rows(spark, output, "rfm", snapshot)
