@@ -4,7 +4,9 @@ Subcommands:
 
 * ``cvm validate-config``: load and check a config file; no Spark.
 * ``cvm generate``: write a synthetic input sample (see docs/generator.md).
-* ``cvm run``: run the snapshot pipeline (optionally generating the sample first).
+* ``cvm run``: run the snapshot pipeline (optionally generating the sample first, optionally
+  writing the HTML report after it).
+* ``cvm report``: write the HTML report of a snapshot from the Delta tables (docs/report.md).
 
 The config is validated before the SparkSession is built, so a bad key costs no JVM start.
 Under ``spark-submit`` the master comes from spark-submit; run directly with ``python`` the
@@ -19,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from cvm_spark.config import ConfigError, CvmConfig, load_config
 
@@ -68,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-models", action="store_true",
                    help="score with the future-value models saved for the snapshot instead of "
                         "training new ones")
+    p.add_argument("--report", nargs="?", const="", default=None, metavar="PATH",
+                   help="after the run, write the HTML report (default path: "
+                        "cvm_report_<YYYY-MM>.html)")
+
+    p = sub.add_parser(
+        "report", help="write the HTML report of a snapshot from the Delta tables",
+        description="Write a self-contained HTML report of one snapshot (tiers, lifecycle "
+                    "funnel, RFM heat maps, future-value clusters and back-test, tier "
+                    "migration from the previous snapshot, run log), read from the Delta "
+                    "tables of an earlier `cvm run`. See docs/report.md.")
+    _common(p)
+    _spark_args(p)
+    p.add_argument("--out", dest="report_out", metavar="PATH",
+                   help="HTML file to write (default: cvm_report_<YYYY-MM>.html)")
     return parser
 
 
@@ -117,9 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"fingerprint {cfg.fingerprint()})")
         return 0
 
+    from cvm_spark.report import ReportError
     from cvm_spark.validate import InputSchemaError
 
     start = time.monotonic()
+    # the edge: the only place that reads the clock and asks git for the run log
+    started_at = datetime.now(UTC)
     spark = _session(args, cfg, f"cvm-{args.command}")
     try:
         if args.command == "generate":
@@ -132,20 +152,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, path in paths.items():
                 print(f"  {name:<16}{path}")
             return 0
+        from cvm_spark.report import write_report
+
+        if args.command == "report":
+            path = write_report(spark, cfg, args.report_out or None)
+            print(f"report for {cfg.snapshot_month} written to {path} "
+                  f"({time.monotonic() - start:.0f}s)")
+            return 0
         from cvm_spark.pipeline import run_snapshot
+        from cvm_spark.run_log import detect_code_version
 
         if args.accounts is not None and not args.generate:
             print("cvm: --accounts only applies with --generate", file=sys.stderr)
             return 2
         summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate,
-                               retrain=not args.reuse_models)
+                               retrain=not args.reuse_models,
+                               code_version=detect_code_version(), started_at=started_at)
         print(summary.render())
+        if args.report is not None:
+            path = write_report(spark, cfg, args.report or None)
+            print(f"\nreport written to {path}")
         print(f"\ntotal {time.monotonic() - start:.0f}s; query with "
               f"spark.sql('select * from {cfg.output.database}.rfm')")
         return 0
     except InputSchemaError as exc:
         print(f"cvm: input error: {exc}", file=sys.stderr)
         return 3
+    except ReportError as exc:
+        print(f"cvm: report error: {exc}", file=sys.stderr)
+        return 4
     finally:
         spark.stop()
 

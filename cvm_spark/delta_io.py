@@ -3,8 +3,11 @@
 Each output table lives at ``<warehouse>/<database>/<table>``, is partitioned by
 ``snapshot_month`` and is created explicitly with a comment on every column. A write replaces
 exactly one snapshot (``replaceWhere``), so re-running a month leaves one copy of it and
-never touches other months. Only reader-protocol-1 table features are used (no deletion
-vectors, no column mapping), so delta-rs, DuckDB and Polars read the tables directly.
+never touches other months. Log-like tables (``run_log``) are written in ``append`` mode
+instead: every write adds its rows to the snapshot and keeps the earlier ones, with the same
+creation, comments, schema checks, row count and one-commit atomicity. Only
+reader-protocol-1 table features are used (no deletion vectors, no column mapping), so
+delta-rs, DuckDB and Polars read the tables directly.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -31,6 +35,10 @@ TABLE_PROPERTIES: dict[str, str] = {
     "delta.columnMapping.mode": "none",
     "delta.autoOptimize.optimizeWrite": "false",
 }
+
+
+WriteMode = Literal["replace", "append"]
+WRITE_MODES: tuple[str, ...] = ("replace", "append")
 
 
 class OutputSchemaError(ValueError):
@@ -106,8 +114,16 @@ def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
     return df.select(*existing, *added)
 
 
-def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date) -> int:
-    """Replace one snapshot month of an output table with ``df``.
+def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date,
+                   mode: WriteMode = "replace") -> int:
+    """Write one snapshot month of an output table: replace it (default) or append to it.
+
+    ``replace`` is ``overwrite`` with ``replaceWhere snapshot_month = <snapshot>``: the
+    snapshot ends up holding exactly ``df``. ``append`` adds ``df`` to the snapshot and keeps
+    the rows written before (used by ``run_log``, which keeps the history of every run). In
+    both modes the write is one Delta commit, other snapshots are untouched, and a row whose
+    ``snapshot_month`` is not ``snapshot`` fails the write before anything is committed
+    (``replaceWhere`` checks this itself; in append mode a guard on the column does).
 
     Args:
         df: rows of this snapshot only; must have a ``snapshot_month`` column equal to
@@ -115,32 +131,46 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
         table: output table name (``features``, ``rfm``, ...).
         output: the warehouse settings.
         snapshot: first day of the snapshot month.
+        mode: ``replace`` or ``append``.
 
     Returns:
         The number of rows written (counted while writing, not by a second pass).
 
     Raises:
         OutputSchemaError: an undocumented column, or a schema change that would lose data.
+        ValueError: an unknown mode.
     """
+    if mode not in WRITE_MODES:
+        raise ValueError(f"write mode must be one of {WRITE_MODES}, got {mode!r}")
     if SNAPSHOT_MONTH not in df.columns:
         raise OutputSchemaError(f"table {table}: the output has no {SNAPSHOT_MONTH} column")
     spark = df.sparkSession
     path = table_path(output, table)
-    df = df.withColumn(SNAPSHOT_MONTH, F.col(SNAPSHOT_MONTH).cast("date"))
+    month = F.col(SNAPSHOT_MONTH).cast("date")
+    if mode == "append":
+        # replaceWhere refuses rows outside the snapshot; an append has no such check, so the
+        # partition column itself fails the task (hence the job, before the commit) on a row
+        # of another month or a null month. No extra pass over the data.
+        month = F.when(month == F.lit(snapshot), month).otherwise(F.raise_error(F.lit(
+            f"table {table}: a row's {SNAPSHOT_MONTH} is not {snapshot.isoformat()}")))
+    df = df.withColumn(SNAPSHOT_MONTH, month)
     if DeltaTable.isDeltaTable(spark, path):
         df = _align_schema(spark, df, table, path)
     else:
         _create_table(spark, df, table, path)
     observation = Observation(f"write_{table}")
     observed = df.observe(observation, F.count(F.lit(1)).alias("rows"))
-    (observed.write.format("delta")
-     .mode("overwrite")
-     .option("replaceWhere", f"{SNAPSHOT_MONTH} = DATE'{snapshot.isoformat()}'")
-     .option("maxRecordsPerFile", output.target_file_rows)
-     .save(path))
+    writer = (observed.write.format("delta")
+              .option("maxRecordsPerFile", output.target_file_rows))
+    if mode == "replace":
+        writer = (writer.mode("overwrite")
+                  .option("replaceWhere", f"{SNAPSHOT_MONTH} = DATE'{snapshot.isoformat()}'"))
+    else:
+        writer = writer.mode("append")
+    writer.save(path)
     rows = int(observation.get["rows"])
     _register(spark, output, table, path)
-    log.info("wrote %s rows to %s for %s", rows, table, snapshot.isoformat())
+    log.info("wrote %s rows to %s for %s (%s)", rows, table, snapshot.isoformat(), mode)
     return rows
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -21,6 +22,7 @@ from cvm_spark.config import CvmConfig
 from cvm_spark.delta_io import read_table, register_tables, table_path, write_snapshot
 from cvm_spark.features import BTYD_COLUMNS, compute_features
 from cvm_spark.rfm import score_rfm
+from cvm_spark.run_log import CodeVersion, write_run_log
 from cvm_spark.schemas import SNAPSHOT_MONTH
 from cvm_spark.validate import read_inputs, validate_inputs
 
@@ -45,6 +47,8 @@ class RunSummary:
     metrics: list[tuple[str, str, str, float]] = field(default_factory=list)
     tables: dict[str, str] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # "input:<table>" / "output:<table>" -> the stage that read or wrote it (for run_log)
+    table_stages: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
         """A short human-readable summary."""
@@ -84,11 +88,38 @@ class RunSummary:
 
 @contextmanager
 def _stage(summary: RunSummary, name: str) -> Iterator[None]:
+    """Time a stage, note which tables it read or wrote, log a progress line with counts."""
     log.info("stage %s: start", name)
     start = time.monotonic()
-    yield
+    read, written = dict(summary.rows_read), dict(summary.rows_written)
+    try:
+        yield
+    except BaseException:
+        log.error("stage %s: failed after %.1fs", name, time.monotonic() - start)
+        raise
     summary.stage_seconds[name] = time.monotonic() - start
-    log.info("stage %s: done in %.1fs", name, summary.stage_seconds[name])
+    log.info("stage %s: done in %.1fs (%.1fs of stages so far); %s", name,
+             summary.stage_seconds[name], sum(summary.stage_seconds.values()),
+             _stage_counts(summary, name, read, written))
+
+
+def _stage_counts(summary: RunSummary, stage: str, read_before: dict[str, int],
+                  written_before: dict[str, int]) -> str:
+    """Row counts a stage added to the summary, as text; records the table -> stage map."""
+    parts = []
+    for name, n in summary.rows_read.items():
+        if read_before.get(name) != n:
+            summary.table_stages[f"input:{name}"] = stage
+            bad = sum(summary.rows_quarantined.get(name, {}).values())
+            parts.append(f"{name} {n:,} ({bad:,} quarantined)")
+    read = "read " + ", ".join(parts) if parts else ""
+    parts = []
+    for name, n in summary.rows_written.items():
+        if written_before.get(name) != n:
+            summary.table_stages[f"output:{name}"] = stage
+            parts.append(f"{name} {n:,}")
+    wrote = "wrote " + ", ".join(parts) if parts else ""
+    return "; ".join(p for p in (read, wrote) if p) or "no rows counted"
 
 
 def default_run_id(cfg: CvmConfig) -> str:
@@ -103,7 +134,9 @@ def model_root(cfg: CvmConfig) -> str:
 
 def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                  generate: bool = False, retrain: bool = True,
-                 on_stage: Callable[[str, RunSummary], Any] | None = None) -> RunSummary:
+                 on_stage: Callable[[str, RunSummary], Any] | None = None,
+                 code_version: CodeVersion | None = None,
+                 started_at: datetime | None = None) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
 
     Args:
@@ -113,6 +146,8 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         generate: first write a synthetic sample to ``cfg.inputs.root`` (``cfg.generator``).
         retrain: fit the future-value models; False reuses the ones saved for the snapshot.
         on_stage: called after each stage (used by tests to inject faults).
+        code_version: recorded in run_log (the caller detects it: no git call in here).
+        started_at: the run's start time, recorded in run_log as metadata (from the caller).
 
     Returns:
         A :class:`RunSummary`.
@@ -183,6 +218,10 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                 .where(F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
                 .where(F.col("metric").isin(*SUMMARY_METRICS)).collect()]
         done("model")
+        # last, so a logged run is one whose tables were all written; appended (history)
+        summary.rows_written["run_log"] = write_run_log(spark, cfg, summary, code_version,
+                                                        started_at)
+        summary.tables["run_log"] = table_path(cfg.output, "run_log")
     finally:
         if features is not None:
             features.unpersist()

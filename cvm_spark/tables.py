@@ -23,6 +23,9 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "model_metrics": "Fitted parameters, weights and quality metrics of the models of a run "
                      "(long format: model, scope, metric, value).",
     "tier_summary": "Accounts and value per snapshot, tier and RFM segment (BI aggregate).",
+    "run_log": "One row per input table, output table and stage of every run of a snapshot: "
+               "row counts read / quarantined / written, stage durations, config hash and "
+               "code version. Appended (keeps every run), written last.",
 }
 
 _FIXED: dict[str, str] = {
@@ -139,6 +142,26 @@ _FIXED: dict[str, str] = {
               "account was targeted, with the values of the rule's columns.",
     "row_json": "The original row as read, as JSON (values after reading, before casting).",
     "run_id": "Identifier of the run that wrote the row.",
+    # run log
+    "run_seq": "Run number within the snapshot: 1 for the first run logged for the month, "
+               "then 1 + the highest logged before (re-runs keep their history).",
+    "run_started_at": "When the run started (UTC), as passed in by the caller (cvm run); "
+                      "metadata only, null when not given.",
+    "config_fingerprint": "Hash of the effective configuration (CvmConfig.fingerprint()).",
+    "code_version": "Version of the cvm_spark package that ran.",
+    "git_commit": "Git commit of the code that ran ('-dirty' when it had local changes); "
+                  "null when not known (no git, installed from a zip or wheel).",
+    "item_kind": "What the row is about: input (an input table), output (an output table) "
+                 "or stage (a pipeline stage).",
+    "item_name": "Name of the input table, output table or stage.",
+    "stage": "Pipeline stage: the stage itself on a stage row, the stage that read (input) "
+             "or wrote (output) the table on a table row.",
+    "rows_in": "Input rows read (input rows); null otherwise.",
+    "rows_quarantined": "Input rows rejected by validation and written to quarantine (input "
+                        "rows); null otherwise.",
+    "rows_out": "Input rows accepted (input rows) or rows written (output rows); null on "
+                "stage rows.",
+    "stage_seconds": "Wall-clock seconds the stage took (stage rows); null otherwise.",
 }
 
 _PATTERNS: list[tuple[str, str]] = [

@@ -1,8 +1,11 @@
-"""One session-scoped local[2] SparkSession with Delta for the whole suite."""
+"""One session-scoped local[2] SparkSession with Delta for the whole suite, and the shared
+end-to-end warehouse (a small generated bank, each snapshot run at most once unless a test
+asks for a re-run)."""
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,73 @@ def base_config():
     from cvm_spark.config import load_config
 
     return load_config(ROOT / "conf" / "cvm.yaml")
+
+
+@pytest.fixture(scope="session")
+def e2e_config(base_config, tmp_path_factory):
+    """400 generated accounts x 15 months ending 2024-12, in a warehouse of its own."""
+    from cvm_spark.config import load_config_dict, to_dict
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = to_dict(base_config)
+    data["inputs"]["root"] = str(root / "data")
+    data["output"]["warehouse"] = str(root / "wh")
+    data["output"]["database"] = "cvm_e2e"
+    data["generator"].update(accounts=400, months=15, bad_row_share=0.01)
+    return load_config_dict(data)
+
+
+class SnapshotRuns:
+    """The runs made on the shared end-to-end warehouse, in order, per snapshot month.
+
+    Every run of that warehouse goes through here, so a test can compare the run log with
+    every run made so far, whichever tests ran before it. The first run generates the data
+    (for the config's own snapshot month). Runs get a fixed start time and code version so
+    the run log has known values.
+    """
+
+    CODE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, spark, cfg) -> None:
+        self.spark, self.cfg = spark, cfg
+        self.runs: dict[str, list] = {}
+        self.started: dict[str, list[datetime]] = {}
+        self._generated = False
+
+    def run(self, month: str | None = None):
+        """Run the snapshot (again) and return its RunSummary."""
+        from cvm_spark.pipeline import run_snapshot
+        from cvm_spark.run_log import CodeVersion
+
+        month = month or self.cfg.snapshot_month
+        if not self._generated and month != self.cfg.snapshot_month:
+            self.run(self.cfg.snapshot_month)
+        n = sum(len(v) for v in self.runs.values())
+        started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(minutes=n)
+        summary = run_snapshot(self.spark, self.cfg.with_snapshot(month),
+                               generate=not self._generated,
+                               code_version=CodeVersion(git_commit=self.CODE_COMMIT),
+                               started_at=started)
+        self._generated = True
+        self.runs.setdefault(month, []).append(summary)
+        self.started.setdefault(month, []).append(started)
+        return summary
+
+    def first(self, month: str | None = None):
+        """The first run of the snapshot, running it now if it has not run yet."""
+        month = month or self.cfg.snapshot_month
+        if not self.runs.get(month):
+            self.run(month)
+        return self.runs[month][0]
+
+    def latest(self, month: str | None = None):
+        """The latest run of the snapshot, running it first if it has not run yet."""
+        month = month or self.cfg.snapshot_month
+        if not self.runs.get(month):
+            self.run(month)
+        return self.runs[month][-1]
+
+
+@pytest.fixture(scope="session")
+def e2e_runs(spark, e2e_config) -> SnapshotRuns:
+    return SnapshotRuns(spark, e2e_config)

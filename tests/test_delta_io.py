@@ -84,3 +84,29 @@ def test_new_columns_are_added_with_comments_and_lost_columns_refused(spark, out
     assert table.where("snapshot_month = DATE'2024-01-01'").first().rfm_score is None
     with pytest.raises(OutputSchemaError, match="lacks column"):
         write_snapshot(_frame(spark, JAN, [("a", "x")]).drop("segment"), "rfm", output, JAN)
+
+
+def test_append_keeps_earlier_rows_and_other_snapshots(spark, output):
+    jan = _frame(spark, JAN, [("a", "Lost")])
+    assert write_snapshot(jan, "rfm", output, JAN, mode="append") == 1
+    write_snapshot(_frame(spark, FEB, [("b", "New")]), "rfm", output, FEB)
+    assert write_snapshot(_frame(spark, JAN, [("c", "New"), ("d", "New")]), "rfm", output,
+                          JAN, mode="append") == 2
+    table = spark.read.format("delta").load(table_path(output, "rfm"))
+    expected = _frame(spark, JAN, [("a", "Lost"), ("c", "New"), ("d", "New")]).unionByName(
+        _frame(spark, FEB, [("b", "New")]))
+    assertDataFrameEqual(table, expected)
+
+
+def test_append_refuses_rows_of_another_snapshot_and_writes_nothing(spark, output):
+    write_snapshot(_frame(spark, JAN, [("a", "Lost")]), "rfm", output, JAN, mode="append")
+    path = table_path(output, "rfm")
+    version = spark.sql(f"describe history delta.`{path}`").agg(F.max("version")).first()[0]
+    mixed = _frame(spark, JAN, [("b", "New")]).unionByName(_frame(spark, FEB, [("c", "New")]))
+    with pytest.raises(Exception, match="is not 2024-01-01"):
+        write_snapshot(mixed, "rfm", output, JAN, mode="append")
+    assert spark.sql(f"describe history delta.`{path}`").agg(F.max("version")).first()[0] \
+        == version
+    assert spark.read.format("delta").load(path).count() == 1
+    with pytest.raises(ValueError, match="write mode"):
+        write_snapshot(_frame(spark, JAN, [("a", "x")]), "rfm", output, JAN, mode="merge")

@@ -5,27 +5,17 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark.config import load_config_dict, to_dict
 from cvm_spark.delta_io import table_path
-from cvm_spark.pipeline import run_snapshot
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="module")
-def e2e_config(base_config, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = to_dict(base_config)
-    data["inputs"]["root"] = str(root / "data")
-    data["output"]["warehouse"] = str(root / "wh")
-    data["output"]["database"] = "cvm_e2e"
-    data["generator"].update(accounts=400, months=15, bad_row_share=0.01)
-    return load_config_dict(data)
+# e2e_config and e2e_runs (the shared warehouse, also used by test_report.py) are in
+# conftest.py.
 
 
 @pytest.fixture(scope="module")
-def summary(spark, e2e_config):
-    return run_snapshot(spark, e2e_config, generate=True)
+def summary(e2e_runs):
+    return e2e_runs.first()   # the run that generated the data
 
 
 def test_every_row_read_is_accepted_or_quarantined(spark, e2e_config, summary):
@@ -75,7 +65,7 @@ def test_model_tables_cover_every_account(spark, e2e_config, summary):
     assert "tier" in text and "model metrics" in text
 
 
-def test_rerun_is_identical_and_leaves_one_copy(spark, e2e_config, summary):
+def test_rerun_is_identical_and_leaves_one_copy(spark, e2e_config, e2e_runs, summary):
     tables = ("rfm", "value_scores", "tiers", "campaign_targets", "tier_summary")
 
     def snapshot_rows(table):
@@ -83,10 +73,12 @@ def test_rerun_is_identical_and_leaves_one_copy(spark, e2e_config, summary):
         return sorted(df.collect())
 
     before = {t: snapshot_rows(t) for t in tables}
-    again = run_snapshot(spark, e2e_config)
+    again = e2e_runs.run()
     for table in tables:
         assert snapshot_rows(table) == before[table], table
-    assert again.rows_written == summary.rows_written
+    # run_log is appended, one row per table and stage: the generating run has one stage more
+    assert {k: v for k, v in again.rows_written.items() if k != "run_log"} == \
+        {k: v for k, v in summary.rows_written.items() if k != "run_log"}
 
 
 def test_summary_renders(summary):
@@ -94,9 +86,8 @@ def test_summary_renders(summary):
     assert "accounts scored" in text and "quarantine" in text and "rfm" in text
 
 
-def test_other_snapshot_keeps_the_first(spark, e2e_config, summary):
-    earlier = e2e_config.with_snapshot("2024-11")
-    run_snapshot(spark, earlier)
+def test_other_snapshot_keeps_the_first(spark, e2e_config, e2e_runs, summary):
+    e2e_runs.latest("2024-11")
     rfm = spark.read.format("delta").load(table_path(e2e_config.output, "rfm"))
     months = {r.snapshot_month.isoformat(): r["count"]
               for r in rfm.groupBy("snapshot_month").count().collect()}
