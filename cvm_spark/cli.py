@@ -5,6 +5,8 @@ Subcommands:
 * ``cvm validate-config``: load and check a config file; no Spark.
 * ``cvm generate``: write a synthetic input sample (see docs/generator.md).
 * ``cvm run``: run the snapshot pipeline (optionally generating the sample first).
+* ``cvm thrift``: serve the output tables over JDBC (Spark Thrift Server) until stopped;
+  ``scripts/thrift.sh`` runs it in the background under spark-submit.
 
 The config is validated before the SparkSession is built, so a bad key costs no JVM start.
 Under ``spark-submit`` the master comes from spark-submit; run directly with ``python`` the
@@ -68,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-models", action="store_true",
                    help="score with the future-value models saved for the snapshot instead of "
                         "training new ones")
+
+    p = sub.add_parser("thrift", help="serve the output tables over JDBC (Spark Thrift "
+                                      "Server, HiveServer2 protocol) until stopped")
+    _common(p)
+    _spark_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s; 0.0.0.0 = all interfaces)")
+    p.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
+    p.add_argument("--print-driver-classpath", action="store_true",
+                   help="only print the Delta jars of this spark-submit run that belong on "
+                        "--driver-class-path (used by scripts/thrift.sh)")
     return parser
 
 
@@ -90,13 +103,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def _session(args: argparse.Namespace, cfg: CvmConfig, app: str):
+def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
+             extra: dict[str, str] | None = None):
     from cvm_spark.session import build_spark
 
     master = args.master
     if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
         master = "local[*]"  # plain `python`: not launched by spark-submit
-    return build_spark(app, master=master, conf=cfg.spark)
+    return build_spark(app, master=master, conf={**cfg.spark, **(extra or {})})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,11 +131,27 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"fingerprint {cfg.fingerprint()})")
         return 0
 
+    if args.command == "thrift" and args.print_driver_classpath:
+        from cvm_spark.thrift import print_driver_class_path
+
+        print_driver_class_path()
+        return 0
+
     from cvm_spark.validate import InputSchemaError
 
     start = time.monotonic()
-    spark = _session(args, cfg, f"cvm-{args.command}")
+    extra = None
+    if args.command == "thrift":
+        from cvm_spark.thrift import thrift_conf
+
+        extra = thrift_conf(args.host, args.port)
+    spark = _session(args, cfg, f"cvm-{args.command}", extra)
     try:
+        if args.command == "thrift":
+            from cvm_spark.thrift import serve
+
+            serve(spark, cfg.output, args.host, args.port)
+            return 0
         if args.command == "generate":
             from cvm_spark.generate import generate_tables, write_tables
 
