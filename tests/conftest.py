@@ -36,3 +36,30 @@ def base_config():
     from cvm_spark.config import load_config
 
     return load_config(ROOT / "conf" / "cvm.yaml")
+
+
+@pytest.fixture(scope="session")
+def e2e_config(base_config, tmp_path_factory):
+    """A small generated bank (400 accounts x 15 months) with its own warehouse."""
+    from cvm_spark.config import load_config_dict, to_dict
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = to_dict(base_config)
+    data["inputs"]["root"] = str(root / "data")
+    data["output"]["warehouse"] = str(root / "wh")
+    data["output"]["database"] = "cvm_e2e"
+    data["generator"].update(accounts=400, months=15, bad_row_share=0.01)
+    return load_config_dict(data)
+
+
+@pytest.fixture(scope="session")
+def e2e_summary(spark, e2e_config):
+    """One run of the whole pipeline on the generated bank, shared by the e2e and BI tests.
+
+    The model stages take minutes on two cores, so the suite runs them once. Tests that
+    change the warehouse (re-runs, other snapshots) are in test_pipeline_e2e.py; the BI
+    tests work on a copy.
+    """
+    from cvm_spark.pipeline import run_snapshot
+
+    return run_snapshot(spark, e2e_config, generate=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark.config import load_config_dict, to_dict
 from cvm_spark.delta_io import table_path
 from cvm_spark.pipeline import run_snapshot
 
@@ -13,19 +12,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def e2e_config(base_config, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = to_dict(base_config)
-    data["inputs"]["root"] = str(root / "data")
-    data["output"]["warehouse"] = str(root / "wh")
-    data["output"]["database"] = "cvm_e2e"
-    data["generator"].update(accounts=400, months=15, bad_row_share=0.01)
-    return load_config_dict(data)
-
-
-@pytest.fixture(scope="module")
-def summary(spark, e2e_config):
-    return run_snapshot(spark, e2e_config, generate=True)
+def summary(e2e_summary):
+    """The shared pipeline run (tests/conftest.py: e2e_config, e2e_summary)."""
+    return e2e_summary
 
 
 def test_every_row_read_is_accepted_or_quarantined(spark, e2e_config, summary):
