@@ -148,9 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = _session(args, cfg, f"cvm-{args.command}", extra)
     try:
         if args.command == "thrift":
-            from cvm_spark.thrift import serve
+            from cvm_spark.thrift import ThriftStartError, serve
 
-            serve(spark, cfg.output, args.host, args.port)
+            try:
+                serve(spark, cfg.output, args.host, args.port)
+            except ThriftStartError as exc:
+                print(f"cvm: thrift: {exc}", file=sys.stderr)
+                return 1
             return 0
         if args.command == "generate":
             from cvm_spark.generate import generate_tables, write_tables

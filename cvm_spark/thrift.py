@@ -6,8 +6,9 @@ them, with ``HiveThriftServer2.startWithSparkSession``: every JDBC session is a 
 session over the same shared catalog, so ``select * from cvm.tiers`` and
 ``cvm.tiers_latest`` work for every client. New snapshots written while the server runs are
 visible at once (Delta reads the newest table version per query); a table that did not exist
-at start-up needs a restart. Started by ``scripts/thrift.sh`` (spark-submit) or
-``cvm thrift``.
+at start-up needs a restart. Started by ``scripts/thrift.sh``: ``spark-submit
+jobs/cvm_job.py thrift`` with the Delta jars on ``--driver-class-path`` as well (see
+:func:`driver_class_path`; ``cvm thrift`` refuses to start without them).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ CLASSPATH_MARKER = "cvm thrift driver class path: "
 DELTA_JAR_PREFIXES = ("io.delta_", "io.unitycatalog_", "delta-", "unitycatalog-")
 
 
+class ThriftStartError(RuntimeError):
+    """The Thrift server cannot be started as configured."""
+
+
 def thrift_conf(host: str, port: int) -> dict[str, str]:
     """Spark settings of the Thrift server driver, listening on ``host:port``."""
     return {
@@ -64,8 +69,23 @@ def _check_environment(host: str, port: int) -> None:
                         ("HIVE_SERVER2_THRIFT_BIND_HOST", host)):
         value = os.environ.get(var)
         if value is not None and value != wanted:
-            raise ValueError(f"environment variable {var}={value} overrides the requested "
+            raise ThriftStartError(f"environment variable {var}={value} overrides the requested "
                              f"{wanted}; unset it or use the same value")
+
+
+def _check_system_class_path(spark: SparkSession) -> None:
+    # Fail at start-up rather than on every JDBC connection (see driver_class_path).
+    catalog = spark.conf.get("spark.sql.catalog.spark_catalog", None)
+    if not catalog:
+        return
+    loader = spark.sparkContext._jvm.java.lang.ClassLoader.getSystemClassLoader()
+    try:
+        loader.loadClass(catalog)
+    except Exception as exc:
+        raise ThriftStartError(
+            f"{catalog} is not on the driver's class path, so JDBC sessions could not load "
+            "it; start the server with scripts/thrift.sh, or give spark-submit the Delta "
+            "jars with --driver-class-path as well as --packages") from exc
 
 
 def start_thrift_server(spark: SparkSession) -> Any:
@@ -148,9 +168,11 @@ def serve(spark: SparkSession, output: OutputConfig, host: str, port: int,
         The tables that were served.
 
     Raises:
-        ValueError: HiveServer2 environment variables contradict ``host``/``port``.
+        ThriftStartError: HiveServer2 environment variables contradict ``host``/``port``,
+            or the session catalog class is not on the driver's system class path.
     """
     _check_environment(host, port)
+    _check_system_class_path(spark)
     tables = register_tables(spark, output)
     if not tables:
         log.warning("no output tables under %s/%s; serving an empty database",
