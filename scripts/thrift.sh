@@ -8,10 +8,11 @@
 #   bash scripts/thrift.sh stop | status
 #
 # Runs `spark-submit jobs/cvm_job.py thrift` from the installed pyspark (the Thrift server
-# and Hive JDBC jars ship in pyspark/jars; the Delta jar comes via --packages). `start`
-# returns once the server accepts connections, or fails after --timeout seconds showing the
-# end of the log. The pid file and log live in $CVM_THRIFT_DIR (default ./run/thrift): one
-# server per directory. Extra spark-submit options: $CVM_THRIFT_SUBMIT_ARGS, e.g.
+# and Hive JDBC jars ship in pyspark/jars; Delta comes via --packages and, for the JDBC
+# sessions, --driver-class-path). `start` returns once the server accepts connections, or
+# stops it after --timeout seconds (default $CVM_THRIFT_TIMEOUT or 300) showing the end of
+# the log. Pid file, log and scratch space live in $CVM_THRIFT_DIR (default ./run/thrift):
+# one server per directory. Extra spark-submit options: $CVM_THRIFT_SUBMIT_ARGS, e.g.
 # "--driver-memory 2g --conf spark.ui.port=4050".
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -120,11 +121,14 @@ IFS=: read -r -a cp_jars <<<"$driver_cp"
 for jar in "${cp_jars[@]}"; do [ -f "$jar" ] || cp_ok=""; done
 if [ -z "$cp_ok" ]; then
   echo "thrift: resolving $DELTA"
-  driver_cp=$("$SPARK_BIN/spark-submit" --master 'local[1]' --packages "$DELTA" \
-      "$ROOT/jobs/cvm_job.py" thrift --print-driver-classpath "${CVM_ARGS[@]}" 2>&1 \
-    | sed -n 's/^cvm thrift driver class path: //p')
+  "$SPARK_BIN/spark-submit" --master 'local[1]' --packages "$DELTA" \
+    "$ROOT/jobs/cvm_job.py" thrift --print-driver-classpath "${CVM_ARGS[@]}" \
+    >"$RUN_DIR/resolve.log" 2>&1 || true
+  driver_cp=$(sed -n 's/^cvm thrift driver class path: //p' "$RUN_DIR/resolve.log")
   if [ -z "$driver_cp" ]; then
-    echo "thrift: found no Delta jars for $DELTA (Ivy needs Maven Central once)" >&2
+    echo "thrift: found no Delta jars for $DELTA (Ivy needs Maven Central once);" \
+         "end of $RUN_DIR/resolve.log:" >&2
+    tail -n 20 "$RUN_DIR/resolve.log" >&2
     exit 1
   fi
   echo "$driver_cp" >"$CP_FILE"
