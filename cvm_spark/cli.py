@@ -7,6 +7,8 @@ Subcommands:
 * ``cvm run``: run the snapshot pipeline (optionally generating the sample first, optionally
   writing the HTML report after it).
 * ``cvm report``: write the HTML report of a snapshot from the Delta tables (docs/report.md).
+* ``cvm thrift``: serve the output tables over JDBC (Spark Thrift Server) until stopped;
+  ``scripts/thrift.sh`` runs it in the background under spark-submit.
 
 The config is validated before the SparkSession is built, so a bad key costs no JVM start.
 Under ``spark-submit`` the master comes from spark-submit; run directly with ``python`` the
@@ -85,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     _spark_args(p)
     p.add_argument("--out", dest="report_out", metavar="PATH",
                    help="HTML file to write (default: cvm_report_<YYYY-MM>.html)")
+
+    p = sub.add_parser("thrift", help="serve the output tables over JDBC (Spark Thrift "
+                                      "Server, HiveServer2 protocol) until stopped")
+    _common(p)
+    _spark_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s; 0.0.0.0 = all interfaces)")
+    p.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
+    p.add_argument("--print-driver-classpath", action="store_true",
+                   help="only print the Delta jars of this spark-submit run that belong on "
+                        "--driver-class-path (used by scripts/thrift.sh)")
     return parser
 
 
@@ -107,13 +120,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def _session(args: argparse.Namespace, cfg: CvmConfig, app: str):
+def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
+             extra: dict[str, str] | None = None):
     from cvm_spark.session import build_spark
 
     master = args.master
     if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
         master = "local[*]"  # plain `python`: not launched by spark-submit
-    return build_spark(app, master=master, conf=cfg.spark)
+    return build_spark(app, master=master, conf={**cfg.spark, **(extra or {})})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,14 +148,34 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"fingerprint {cfg.fingerprint()})")
         return 0
 
+    if args.command == "thrift" and args.print_driver_classpath:
+        from cvm_spark.thrift import print_driver_class_path
+
+        print_driver_class_path()
+        return 0
+
     from cvm_spark.report import ReportError
     from cvm_spark.validate import InputSchemaError
 
     start = time.monotonic()
     # the edge: the only place that reads the clock and asks git for the run log
     started_at = datetime.now(UTC)
-    spark = _session(args, cfg, f"cvm-{args.command}")
+    extra = None
+    if args.command == "thrift":
+        from cvm_spark.thrift import thrift_conf
+
+        extra = thrift_conf(args.host, args.port)
+    spark = _session(args, cfg, f"cvm-{args.command}", extra)
     try:
+        if args.command == "thrift":
+            from cvm_spark.thrift import ThriftStartError, serve
+
+            try:
+                serve(spark, cfg.output, args.host, args.port)
+            except ThriftStartError as exc:
+                print(f"cvm: thrift: {exc}", file=sys.stderr)
+                return 1
+            return 0
         if args.command == "generate":
             from cvm_spark.generate import generate_tables, write_tables
 

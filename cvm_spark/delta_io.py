@@ -8,6 +8,10 @@ instead: every write adds its rows to the snapshot and keeps the earlier ones, w
 creation, comments, schema checks, row count and one-commit atomicity. Only
 reader-protocol-1 table features are used (no deletion vectors, no column mapping), so
 delta-rs, DuckDB and Polars read the tables directly.
+
+Next to every table ``<database>.<table>`` the catalog gets a view
+``<database>.<table>_latest`` over its newest snapshot, for BI tools that should not have to
+know which month is current.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ TABLE_PROPERTIES: dict[str, str] = {
     "delta.columnMapping.mode": "none",
     "delta.autoOptimize.optimizeWrite": "false",
 }
+
+# <database>.<table><suffix> is the view over the newest snapshot of <table>.
+LATEST_VIEW_SUFFIX = "_latest"
 
 
 WriteMode = Literal["replace", "append"]
@@ -183,23 +190,62 @@ def _normalise_location(location: str) -> str:
 
 
 def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) -> None:
-    """Point ``<database>.<table>`` at ``path`` (an external table: dropping it keeps data)."""
+    """Point ``<database>.<table>`` at ``path`` (an external table: dropping it keeps data).
+
+    Also (re)creates the ``<table>_latest`` view, so it carries columns added by this write.
+    """
     name = qualified_name(output, table)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database}")
+    registered = False
     if spark.catalog.tableExists(name):
         location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
-        if _normalise_location(location) == _normalise_location(path):
-            return
-        # registered earlier in this session for another warehouse: re-point it
-        spark.sql(f"DROP TABLE {name}")
-    spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION {_sql_literal(path)}")
+        registered = _normalise_location(location) == _normalise_location(path)
+        if not registered:
+            # registered earlier in this session for another warehouse: re-point it
+            spark.sql(f"DROP TABLE {name}")
+    if not registered:
+        spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION {_sql_literal(path)}")
+    _create_latest_view(spark, output, table)
+
+
+def latest_view_name(output: OutputConfig, table: str) -> str:
+    """Name of the view over the newest snapshot of a table, e.g. ``cvm.tiers_latest``."""
+    return f"{qualified_name(output, table)}{LATEST_VIEW_SUFFIX}"
+
+
+def latest_view_sql(output: OutputConfig, table: str) -> str:
+    """The ``CREATE OR REPLACE VIEW`` statement of :func:`latest_view_name`.
+
+    The newest month is the table's own ``max(snapshot_month)``; Spark answers it from the
+    Delta log (partition values) and then reads only that partition. ``WITH SCHEMA
+    EVOLUTION`` makes the view follow columns added to the table later, with their comments,
+    also when another session (a running Thrift server) adds them.
+    """
+    name = qualified_name(output, table)
+    comment = (f"{TABLE_DESCRIPTIONS.get(table, table)} Newest snapshot only: rows of {name} "
+               f"where {SNAPSHOT_MONTH} = max({SNAPSHOT_MONTH}).")
+    return (f"CREATE OR REPLACE VIEW {latest_view_name(output, table)} "
+            f"WITH SCHEMA EVOLUTION COMMENT {_sql_literal(comment)} "
+            f"AS SELECT * FROM {name} "
+            f"WHERE {SNAPSHOT_MONTH} = (SELECT max({SNAPSHOT_MONTH}) FROM {name})")
+
+
+def _create_latest_view(spark: SparkSession, output: OutputConfig, table: str) -> None:
+    # Re-created on every registration and write (reads the Delta log, no data files): it
+    # is how the view appears in a new session's in-memory catalog at all, and it refreshes
+    # the stored schema that DESCRIBE shows with the column comments.
+    spark.sql(latest_view_sql(output, table))
 
 
 def register_tables(spark: SparkSession, output: OutputConfig) -> list[str]:
     """Register every output table that exists in the warehouse by name (``cvm.<table>``).
 
-    The catalog is in-memory, so each new session calls this; it works for any file system
-    Spark can read (local, HDFS, object stores).
+    Each table also gets its newest-snapshot view ``cvm.<table>_latest``. The catalog is
+    in-memory, so each new session calls this; it works for any file system Spark can read
+    (local, HDFS, object stores).
+
+    Returns:
+        The names of the tables found and registered (without the database).
     """
     names = []
     for table in TABLE_DESCRIPTIONS:

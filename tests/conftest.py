@@ -109,3 +109,12 @@ class SnapshotRuns:
 @pytest.fixture(scope="session")
 def e2e_runs(spark, e2e_config) -> SnapshotRuns:
     return SnapshotRuns(spark, e2e_config)
+
+
+@pytest.fixture(scope="session")
+def e2e_summary(e2e_runs):
+    """The first run of the whole pipeline on the generated bank, shared by the e2e, report
+    and BI tests: the model stages take minutes on two cores, so the suite runs them once.
+    Tests that change the warehouse (re-runs, other snapshots) go through ``e2e_runs``; the
+    BI tests work on a copy."""
+    return e2e_runs.first()

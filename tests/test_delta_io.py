@@ -11,6 +11,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from cvm_spark.delta_io import (
     OutputSchemaError,
+    latest_view_name,
     register_tables,
     table_path,
     write_snapshot,
@@ -110,3 +111,23 @@ def test_append_refuses_rows_of_another_snapshot_and_writes_nothing(spark, outpu
     assert spark.read.format("delta").load(path).count() == 1
     with pytest.raises(ValueError, match="write mode"):
         write_snapshot(_frame(spark, JAN, [("a", "x")]), "rfm", output, JAN, mode="merge")
+
+
+def test_latest_view_shows_the_newest_snapshot_with_comments(spark, output):
+    write_snapshot(_frame(spark, FEB, [("a", "Lost"), ("b", "New")]), "rfm", output, FEB)
+    write_snapshot(_frame(spark, JAN, [("c", "New")]), "rfm", output, JAN)  # older, later
+    view = latest_view_name(output, "rfm")
+    assert view == "cvm_test.rfm_latest"
+    assertDataFrameEqual(spark.table(view), _frame(spark, FEB, [("a", "Lost"), ("b", "New")]))
+    # a column added by a later write shows up in the view, with its comment
+    wider = _frame(spark, FEB, [("a", "Loyal")]).withColumn("rfm_score", F.lit(7))
+    write_snapshot(wider, "rfm", output, FEB)
+    assert [tuple(r) for r in spark.table(view).collect()] == [(FEB, "a", "Loyal", 7)]
+    comments = {r.col_name: r.comment for r in spark.sql(f"describe table {view}").collect()}
+    assert set(comments) == {"snapshot_month", "account_id", "segment", "rfm_score"}
+    assert all(comments.values())
+    # a new session (empty in-memory catalog) gets the view from register_tables
+    spark.sql(f"drop view {view}")
+    spark.sql("drop table cvm_test.rfm")
+    register_tables(spark, output)
+    assert spark.table(view).count() == 1
