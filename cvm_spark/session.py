@@ -4,13 +4,15 @@ Nothing here sets a master unless asked: under ``spark-submit`` the master, depl
 packages come from the command line; run with plain ``python`` the session falls back to
 Spark's own default (``local[*]``) or to ``--master`` given to the job. The Delta jars for
 the installed pyspark minor version are added through ``spark.jars.packages`` (resolved by
-Ivy from Maven Central on first use) unless the caller already provides them.
+Ivy from Maven Central on first use) unless the caller already provides them or the
+process was started by spark-submit (whose ``--packages`` decide the classpath).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 
 import pyspark
 from pyspark.sql import SparkSession
@@ -71,7 +73,12 @@ def build_spark(
         builder = builder.master(master)
     packages = [p for p in settings.get("spark.jars.packages", "").split(",") if p]
     jars = settings.get("spark.jars", "")
-    if not any(p.startswith("io.delta:") for p in packages) and "delta-spark" not in jars:
+    # Under spark-submit the JVM is already running with the classpath spark-submit gave it
+    # (--packages/--jars): adding packages here would change nothing, and the delta-spark
+    # pip package whose version names the artifact need not be installed on the cluster.
+    launched = "PYSPARK_GATEWAY_PORT" in os.environ
+    if (not launched and not any(p.startswith("io.delta:") for p in packages)
+            and "delta-spark" not in jars):
         packages.append(delta_maven_coordinates())
         settings["spark.jars.packages"] = ",".join(packages)
     for key, value in settings.items():
