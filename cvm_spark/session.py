@@ -31,6 +31,10 @@ DEFAULT_CONF: dict[str, str] = {
     # no Hive metastore (and no Derby lock) is needed.
     "spark.sql.catalogImplementation": "in-memory",
     "spark.ui.showConsoleProgress": "false",
+    # The value model's plans are large (one CASE per tier and campaign rule, Chinese labels
+    # held as UTF-16): the full plan string that Spark builds for every query (SQL listener,
+    # UI) ran a 1 GB cluster driver out of heap. Only the text of plans is cut.
+    "spark.sql.maxPlanStringLength": "8k",
 }
 
 # Extra defaults for local mode: few cores, so keep shuffles and Delta log scans small.
