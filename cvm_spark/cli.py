@@ -9,6 +9,9 @@ Subcommands:
 * ``cvm report``: write the HTML report of a snapshot from the Delta tables (docs/report.md).
 * ``cvm thrift``: serve the output tables over JDBC (Spark Thrift Server) until stopped;
   ``scripts/thrift.sh`` runs it in the background under spark-submit.
+* ``cvm package``: build ``dist/`` for spark-submit (package zip, job file, config).
+* ``cvm submit``: package, then run a subcommand (default ``run``) with spark-submit on any
+  master (see docs/cluster.md); ``--dry-run`` prints the command instead.
 
 The config is validated before the SparkSession is built, so a bad key costs no JVM start.
 Under ``spark-submit`` the master comes from spark-submit; run directly with ``python`` the
@@ -98,7 +101,119 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-driver-classpath", action="store_true",
                    help="only print the Delta jars of this spark-submit run that belong on "
                         "--driver-class-path (used by scripts/thrift.sh)")
+
+    p = sub.add_parser("package", help="build dist/ for spark-submit (zip, job file, config)",
+                       description="Write the cvm_spark package zip (for --py-files), the job "
+                                   "file, the config (for --files) and the driver's "
+                                   "requirements to one folder.")
+    p.add_argument("--dist", default="dist", help="output folder (default: %(default)s)")
+    p.add_argument("--config", default=os.environ.get("CVM_CONFIG", DEFAULT_CONFIG),
+                   help="config file to ship (default: %(default)s; env CVM_CONFIG)")
+
+    p = sub.add_parser(
+        "submit", allow_abbrev=False, help="run the pipeline on a cluster with spark-submit",
+        usage="cvm submit [options] [spark-submit options] [-- [SUBCOMMAND] JOB_ARGS...]",
+        description="Package (see `cvm package`), then call spark-submit with the Delta "
+                    "package and SQL settings, the package zip as --py-files and the config "
+                    "as --files. Options not listed below (--conf K=V, --executor-memory 2g, "
+                    "--num-executors 4, --archives ...) go to spark-submit unchanged, after "
+                    "ours. Arguments after `--` go to the job: a subcommand (run or generate; "
+                    "default run) and its options, e.g. `-- --config conf/cvm.yaml "
+                    "--snapshot 2024-12`. The job's --config is a local file.",
+        epilog="Example: cvm submit --master spark://host:7077 --executor-memory 2g -- "
+               "--snapshot 2024-12 --set output.warehouse=hdfs:///warehouse")
+    p.add_argument("--master", help="master URL: spark://host:7077, yarn, k8s://https://host:6443 "
+                                    "(default: spark-submit's, from spark-defaults.conf)")
+    p.add_argument("--deploy-mode", choices=["client", "cluster"], default="client",
+                   help="where the driver runs (default: %(default)s; standalone clusters run "
+                        "Python drivers in client mode only)")
+    p.add_argument("--packages", help="extra Maven coordinates (the Delta artifact for the "
+                                      "installed pyspark is always added)")
+    p.add_argument("--py-files", default="", help="extra comma-separated --py-files")
+    p.add_argument("--files", default="", help="extra comma-separated --files")
+    p.add_argument("--spark-submit", help="spark-submit executable (default: "
+                                          "$SPARK_HOME/bin/spark-submit, PATH, then pyspark's)")
+    p.add_argument("--dist", default="dist", help="distribution folder (default: %(default)s)")
+    p.add_argument("--no-package", action="store_true",
+                   help="use the zip already in --dist instead of packaging the sources")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the spark-submit command instead of running it")
     return parser
+
+
+JOB_COMMANDS = ("run", "generate")
+
+
+def _split_job_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``cvm submit ... -- job args`` at the first ``--``."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, None
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
+def _submit(args: argparse.Namespace, spark_args: list[str], job_args: list[str]) -> int:
+    """``cvm submit``: check the job's arguments and config, package, then spark-submit."""
+    import shlex
+    import subprocess
+
+    from cvm_spark.submit import PackagingError, build_dist, find_dist, spark_submit_command
+
+    leading = [a for a in job_args[:1] if a in ("-v", "--verbose")]
+    rest = job_args[len(leading):]
+    if not rest or rest[0] not in (*JOB_COMMANDS, "validate-config", "package", "submit"):
+        rest = ["run", *rest]
+    if rest[0] not in JOB_COMMANDS:
+        print(f"cvm submit: the job runs `run` or `generate`, not {rest[0]!r}", file=sys.stderr)
+        return 2
+    job = build_parser().parse_args([*leading, *rest])  # exits 2 on bad job arguments
+    try:
+        load_config(job.config, _overrides(job))  # fail here, not on the cluster
+    except ConfigError as exc:
+        print(f"cvm submit: config error: {exc}", file=sys.stderr)
+        return 2
+    kept: list[str] = []
+    skip = False
+    for token in rest:  # --config is added back by spark_submit_command
+        if skip:
+            skip = False
+        elif token == "--config":
+            skip = True
+        elif not token.startswith("--config="):
+            kept.append(token)
+    try:
+        dist = find_dist(args.dist) if args.no_package else build_dist(args.dist, job.config)
+    except PackagingError as exc:
+        print(f"cvm submit: {exc}", file=sys.stderr)
+        return 2
+    cmd = spark_submit_command(
+        dist, [*leading, *kept], job.config, master=args.master,
+        deploy_mode=args.deploy_mode, packages=args.packages,
+        extra_py_files=[f for f in args.py_files.split(",") if f],
+        extra_files=[f for f in args.files.split(",") if f], spark_submit_args=spark_args,
+        spark_submit=args.spark_submit, app_name=f"cvm-{rest[0]}")
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    log.info("running %s", shlex.join(cmd))
+    return subprocess.run(cmd, check=False).returncode
+
+
+def _package(args: argparse.Namespace) -> int:
+    """``cvm package``: write the distribution folder and list it."""
+    from cvm_spark.submit import PackagingError, build_dist
+
+    try:
+        dist = build_dist(args.dist, args.config)
+    except PackagingError as exc:
+        print(f"cvm package: {exc}", file=sys.stderr)
+        return 2
+    print(f"packaged into {dist.root}:")
+    for label, path in (("--py-files", dist.zip_path), ("job", dist.job_path),
+                        ("--files", dist.config_path), ("driver deps", dist.requirements_path)):
+        print(f"  {label:<12}{path}")
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -132,12 +247,20 @@ def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvm`` console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv, job_args = _split_job_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "submit" and (extra or job_args is not None):
+        parser.error(f"unrecognized arguments: {' '.join([*extra, *(job_args or [])])}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     for noisy in ("py4j", "pyspark"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "package":
+        return _package(args)
+    if args.command == "submit":
+        return _submit(args, extra, job_args or [])
     try:
         cfg = load_config(args.config, _overrides(args))
     except ConfigError as exc:

@@ -4,13 +4,15 @@ Nothing here sets a master unless asked: under ``spark-submit`` the master, depl
 packages come from the command line; run with plain ``python`` the session falls back to
 Spark's own default (``local[*]``) or to ``--master`` given to the job. The Delta jars for
 the installed pyspark minor version are added through ``spark.jars.packages`` (resolved by
-Ivy from Maven Central on first use) unless the caller already provides them.
+Ivy from Maven Central on first use) unless the caller already provides them or the
+process was started by spark-submit (whose ``--packages`` decide the classpath).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 
 import pyspark
 from pyspark.sql import SparkSession
@@ -29,6 +31,10 @@ DEFAULT_CONF: dict[str, str] = {
     # no Hive metastore (and no Derby lock) is needed.
     "spark.sql.catalogImplementation": "in-memory",
     "spark.ui.showConsoleProgress": "false",
+    # The value model's plans are large (one CASE per tier and campaign rule, Chinese labels
+    # held as UTF-16): the full plan string that Spark builds for every query (SQL listener,
+    # UI) ran a 1 GB cluster driver out of heap. Only the text of plans is cut.
+    "spark.sql.maxPlanStringLength": "8k",
 }
 
 # Extra defaults for local mode: few cores, so keep Delta log scans small. Shuffles keep
@@ -73,7 +79,12 @@ def build_spark(
         builder = builder.master(master)
     packages = [p for p in settings.get("spark.jars.packages", "").split(",") if p]
     jars = settings.get("spark.jars", "")
-    if not any(p.startswith("io.delta:") for p in packages) and "delta-spark" not in jars:
+    # Under spark-submit the JVM is already running with the classpath spark-submit gave it
+    # (--packages/--jars): adding packages here would change nothing, and the delta-spark
+    # pip package whose version names the artifact need not be installed on the cluster.
+    launched = "PYSPARK_GATEWAY_PORT" in os.environ
+    if (not launched and not any(p.startswith("io.delta:") for p in packages)
+            and "delta-spark" not in jars):
         packages.append(delta_maven_coordinates())
         settings["spark.jars.packages"] = ",".join(packages)
     for key, value in settings.items():

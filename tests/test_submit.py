@@ -1,0 +1,104 @@
+"""Packaging and the spark-submit command line (no Spark started)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cvm_spark import __version__
+from cvm_spark.cli import build_parser, main
+from cvm_spark.session import delta_maven_coordinates
+from cvm_spark.submit import build_dist, find_dist, spark_submit_command, write_package_zip
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "conf" / "cvm.yaml"
+
+
+def test_zip_holds_the_package_sources_and_is_reproducible(tmp_path):
+    first = write_package_zip(tmp_path / "a.zip", ROOT / "cvm_spark")
+    second = write_package_zip(tmp_path / "b.zip", ROOT / "cvm_spark")
+    names = zipfile.ZipFile(first).namelist()
+    expected = sorted(f"cvm_spark/{p.name}" for p in (ROOT / "cvm_spark").glob("*.py"))
+    assert names == expected
+    assert "cvm_spark/submit.py" in names and "cvm_spark/__init__.py" in names
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_build_dist_writes_what_the_cluster_needs(tmp_path):
+    (tmp_path / "cvm_spark-0.0.1.zip").write_text("stale")
+    dist = build_dist(tmp_path, CONFIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"cvm_spark-{__version__}.zip", "cvm_job.py", "cvm.yaml", "requirements-driver.txt"])
+    assert dist.job_path.read_text() == (ROOT / "jobs" / "cvm_job.py").read_text()
+    assert dist.config_path.read_text() == CONFIG.read_text()
+    reqs = [r for r in dist.requirements_path.read_text().splitlines() if not r.startswith("#")]
+    assert [r.split(">")[0].split("=")[0] for r in reqs] == ["pyyaml", "numpy", "scipy"]
+    assert find_dist(tmp_path) == dist
+
+
+def test_command_ships_zip_and_config_and_delta(tmp_path):
+    dist = build_dist(tmp_path, CONFIG)
+    cmd = spark_submit_command(dist, ["run", "--snapshot", "2024-11"], CONFIG,
+                               master="spark://h:7077", spark_submit="spark-submit",
+                               spark_submit_args=["--conf", "a=b"])
+    assert cmd == [
+        "spark-submit", "--master", "spark://h:7077", "--deploy-mode", "client",
+        "--name", "cvm_spark", "--packages", delta_maven_coordinates(),
+        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+        "--conf",
+        "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "--py-files", str(dist.zip_path), "--files", str(CONFIG), "--conf", "a=b",
+        str(dist.job_path), "run", "--snapshot", "2024-11", "--config", str(CONFIG)]
+    # cluster mode: the driver finds the shipped config in its working directory
+    cmd = spark_submit_command(dist, ["run"], CONFIG, deploy_mode="cluster",
+                               packages="org.x:y:1", spark_submit="spark-submit")
+    assert cmd[-2:] == ["--config", "cvm.yaml"] and "--master" not in cmd
+    assert cmd[cmd.index("--packages") + 1] == f"org.x:y:1,{delta_maven_coordinates()}"
+    cmd = spark_submit_command(dist, [], CONFIG, packages="io.delta:delta-spark_4.0_2.13:4.0.0")
+    assert cmd[cmd.index("--packages") + 1] == "io.delta:delta-spark_4.0_2.13:4.0.0"
+
+
+def test_cvm_submit_dry_run(tmp_path, capsys):
+    rc = main(["submit", "--dry-run", "--master", "yarn", "--dist", str(tmp_path),
+               "--executor-memory", "2g", "--", "--config", str(CONFIG),
+               "--snapshot", "2024-11", "--set", "output.warehouse=/wh"])
+    assert rc == 0
+    cmd = shlex.split(capsys.readouterr().out)
+    job = cmd.index(str(tmp_path / "cvm_job.py"))
+    assert cmd[job + 1:] == ["run", "--snapshot", "2024-11", "--set", "output.warehouse=/wh",
+                             "--config", str(CONFIG)]  # `run` is the default subcommand
+    assert cmd[job - 2:job] == ["--executor-memory", "2g"]  # passed through after ours
+    assert cmd[cmd.index("--name") + 1] == "cvm-run"
+    assert (tmp_path / f"cvm_spark-{__version__}.zip").is_file()  # packaged first
+
+
+def test_cvm_submit_rejects_a_bad_job_config_before_submitting(tmp_path, capsys):
+    rc = main(["submit", "--dry-run", "--dist", str(tmp_path), "--",
+               "generate", "--config", str(CONFIG), "--set", "nope=1"])
+    assert rc == 2
+    assert "config error" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing packaged or submitted
+    assert main(["submit", "--dry-run", "--", "validate-config"]) == 2
+    assert main(["submit", "--dry-run", "--no-package", "--dist", str(tmp_path), "--",
+                 "--config", str(CONFIG)]) == 2  # no zip there yet
+
+
+def test_only_submit_takes_pass_through_arguments():
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--executor-memory", "2g"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["run", "--", "--snapshot", "2024-11"])
+
+
+@pytest.mark.parametrize("command", ["validate-config", "generate", "run", "package", "submit"])
+def test_every_subcommand_has_help(command):
+    assert command in build_parser().format_help()
+    out = subprocess.run([sys.executable, "-m", "cvm_spark", command, "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.startswith("usage: cvm ") and "--help" in out
