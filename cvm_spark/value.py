@@ -174,24 +174,43 @@ def percentile_scale(df: DataFrame, columns: list[str], points: int,
                      accuracy: int = 10_000) -> DataFrame:
     """Add ``<col>_pct`` on 0..100: the approximate percentile rank of each value.
 
-    Cut points are ``points - 1`` quantiles from one ``percentile_approx`` aggregate
-    (broadcast back). The rank is the mid-rank ``(#cuts < v + #cuts <= v) / 2 / (points-1)``
-    so tied values (many zeros) share the middle of their range. Nulls stay null.
+    Cut points are ``points - 1`` quantiles from one ``percentile_approx`` aggregate; only
+    those few numbers per column reach the driver. The rank is the mid-rank
+    ``(#cuts < v + #cuts <= v) / 2 / (points-1)`` so tied values (many zeros) share the
+    middle of their range. Nulls stay null. The two counts are binary searches over the
+    sorted cut points written as nested ``CASE WHEN`` on literals (about log2(points)
+    compiled comparisons per value); array filters with lambdas were ~1000x slower at
+    1,000,000 accounts.
     """
     probs = [i / points for i in range(1, points)]
-    cuts = df.agg(*[F.percentile_approx(F.col(c), probs, accuracy).alias(f"_cuts_{c}")
-                    for c in columns])
+    row = df.agg(*[F.percentile_approx(F.col(c), probs, accuracy).alias(c)
+                   for c in columns]).first()
     n = float(points - 1)
 
     def pct(c: str) -> Column:
-        v, arr = F.col(c), F.col(f"_cuts_{c}")
-        below = F.size(F.filter(arr, lambda x: x < v))
-        at_or_below = F.size(F.filter(arr, lambda x: x <= v))
-        return F.when(v.isNotNull() & arr.isNotNull(),
-                      F.round((below + at_or_below) / 2.0 / n * 100.0, 4))
+        cuts = None if row is None else row[c]
+        if not cuts:
+            return F.lit(None).cast("double")
+        v = F.col(c)
+        below = _count_cuts(v, [float(x) for x in cuts], strict=True)
+        at_or_below = _count_cuts(v, [float(x) for x in cuts], strict=False)
+        return F.when(v.isNotNull(), F.round((below + at_or_below) / 2.0 / n * 100.0, 4))
 
-    return df.crossJoin(F.broadcast(cuts)).select(
-        *df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
+    return df.select(*df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
+
+
+def _count_cuts(v: Column, cuts: list[float], strict: bool) -> Column:
+    """Number of sorted ``cuts`` below ``v`` (``< v`` if strict, else ``<= v``)."""
+
+    def search(lo: int, hi: int) -> Column:
+        # the answer is in [lo, hi]: cuts[:lo] are below v, cuts[hi:] are not
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi) // 2
+        below = (F.lit(cuts[mid]) < v) if strict else (F.lit(cuts[mid]) <= v)
+        return F.when(below, search(mid + 1, hi)).otherwise(search(lo, mid))
+
+    return search(0, len(cuts))
 
 
 def contribution_value(cfg: ValueConfig) -> Column:
