@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from cvm_spark.config import ConfigError, CvmConfig, load_config
+from cvm_spark.config import ConfigError, CvmConfig, load_config, parse_yaml
 
 log = logging.getLogger("cvm_spark")
 
@@ -224,7 +224,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = parse_yaml(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: not valid YAML: {exc}") from None
     if args.snapshot:
         out["snapshot_month"] = args.snapshot
     for flag, key in (("accounts", "generator.accounts"), ("months", "generator.months"),

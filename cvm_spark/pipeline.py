@@ -1,8 +1,10 @@
 """The snapshot pipeline: (generate) -> validate -> features -> RFM -> Delta tables.
 
 Everything that decides *what* to write runs before the first write: config validation
-happens before Spark starts, input schema checks happen while the plan is built. Row-level
-problems never stop the run; they go to the quarantine table.
+happens before Spark starts, input schema checks happen while the plan is built, and inputs
+that cannot make the snapshot (a required table without accepted rows, or none in the
+snapshot month) stop the run at the end of the validate stage. Row-level problems never stop
+the run; they go to the quarantine table.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cvm_spark.features import BTYD_COLUMNS, compute_features
 from cvm_spark.rfm import score_rfm
 from cvm_spark.run_log import CodeVersion, write_run_log
 from cvm_spark.schemas import SNAPSHOT_MONTH
-from cvm_spark.validate import read_inputs, validate_inputs
+from cvm_spark.validate import check_snapshot_data, read_inputs, validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,14 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
     register_tables(spark, cfg.output)
     with _stage(summary, "validate"):
         validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
-        counts = validated.counts()
+        try:
+            profile = validated.profile()
+            # a snapshot the inputs cannot make stops here, before the first write
+            check_snapshot_data(profile, snapshot)
+        except BaseException:
+            validated.unpersist()
+            raise
+        counts = profile.counts
         for name, per_reason in counts.items():
             summary.rows_read[name] = sum(per_reason.values())
             summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
