@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # model metrics shown in the printed summary (all of them are in the model_metrics table)
 SUMMARY_METRICS = ("rmse", "baseline_rmse", "mae", "r2", "r", "alpha", "a", "b", "p", "q", "v",
                    "log_likelihood", "converged")
+# written by the model steps, in this order
+MODEL_TABLES = ("model_metrics", "value_scores", "tiers", "campaign_targets", "tier_summary")
 
 
 @dataclass
@@ -205,18 +207,21 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                 F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
             summary.segments = segment_counts(rfm)
         done("rfm")
-        with _stage(summary, "model"):
-            from cvm_spark.model import run_value_model
+        from cvm_spark.model import run_value_model
 
-            accepted = {name: validated.accepted(name) for name in validated.classified}
-            outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
-                                      model_root=model_root(cfg), retrain=retrain)
-            try:
-                for table in ("model_metrics", "value_scores", "tiers", "campaign_targets",
-                              "tier_summary"):
+        accepted = {name: validated.accepted(name) for name in validated.classified}
+        # each model step is a stage of its own (timed, logged, in run_log), then one stage
+        # per table written
+        outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
+                                  model_root=model_root(cfg), retrain=retrain,
+                                  stage=lambda name: _stage(summary, name))
+        try:
+            for table in MODEL_TABLES:
+                with _stage(summary, f"write_{table}"):
                     _write(summary, getattr(outputs, table), table, cfg)
-            finally:
-                outputs.unpersist()
+        finally:
+            outputs.unpersist()
+        with _stage(summary, "model_summary"):
             written = read_table(spark, cfg.output, "tiers").where(
                 F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
             summary.tiers = {r["tier"]: int(r["count"])
