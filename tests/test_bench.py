@@ -87,7 +87,7 @@ def test_duckdb_features_equal_compute_features(features_pair, ref):
     assert cmp.compared_values == cmp.sampled_accounts * (len(
         duckdb.sql(f"DESCRIBE SELECT * FROM {ref.parquet_source(str(ours))}").fetchall()) - 1)
     # the sample covers the cases the definitions distinguish
-    cases = duckdb.sql(f"""SELECT count(*) FILTER (WHERE is_closed),
+    cases = duckdb.connect().execute(f"""SELECT count(*) FILTER (WHERE is_closed),
         count(*) FILTER (WHERE last_txn_date IS NULL),
         count(*) FILTER (WHERE btyd_frequency IS NULL AND last_txn_date IS NOT NULL),
         count(*) FILTER (WHERE months_open_12m < 12 AND NOT is_closed),
