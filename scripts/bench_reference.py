@@ -475,6 +475,7 @@ def run_sklearn_future_value(matrix: str, fv: Any, seed: int) -> dict[str, Any]:
             "rmse": float(np.sqrt(np.mean(err ** 2))) if err.size else None,
             "baseline_rmse": float(np.sqrt(np.mean(base_err ** 2))) if err.size else None,
             "clusters_by_rank": clusters, "kmeans_iterations": int(kmeans.n_iter_),
+            "kmeans_inertia": float(kmeans.inertia_),
             "version": sklearn.__version__}
 
 
