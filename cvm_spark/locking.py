@@ -19,7 +19,7 @@ create-if-absent and removed when the run ends, also when it fails:
   ``FileSystem.create(path, overwrite=false)`` through the session's JVM. Atomic on HDFS (the
   NameNode decides); on object stores it depends on the connector (S3A checks and then puts),
   so there two runs that start within the same moment may both get in: schedule one run per
-  month there (docs/reliability/concurrency.md).
+  month there (docs/reliability/concurrency.md, "the document" below).
 
 A lock left behind by a run that died without cleaning up (``kill -9``, a lost machine) is
 *stale*. When the holder ran on this machine (same host name, boot and PID namespace) and its
@@ -32,12 +32,14 @@ find the same stale lock cannot both end up holding it.
 
 **Table write guard.** Delta commits a table version by writing ``_delta_log/<version>.json``
 and relies on the file system to let only one writer create it. On the local file system its
-default log store (``HDFSLogStore``) checks and then renames, made atomic only inside one JVM,
-so two processes committing to the same table at the same moment could both "win" a version
-and one commit would be lost. :func:`table_write_guard` closes that gap for local warehouses:
-writes to one table from different processes on this machine take turns (``flock(2)``, which
-the kernel releases when a process dies, so it never goes stale). On HDFS and cloud stores
-Delta's own log store provides the mutual exclusion and the guard does nothing.
+default log store (``HDFSLogStore``) checks that the file is absent and then renames a
+temporary file onto it (a local rename replaces an existing file); the only protection it adds
+is a ``synchronized`` block inside one JVM. Two processes committing to the same table at the
+same moment could both "win" a version, and one commit would be lost.
+:func:`table_write_guard` closes that gap for local warehouses: writes to one table from
+different processes take turns (``flock(2)``, which the kernel releases when a process dies,
+so it never goes stale). Elsewhere the guard does nothing: Delta's log store for the scheme
+provides the mutual exclusion (atomic on HDFS; for object stores see the document above).
 
 No wall clock is read here: the start time recorded in the lock comes from the caller.
 """
@@ -48,6 +50,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -251,7 +254,8 @@ class LocalLockStore:
     def create(self, path: str, content: bytes) -> bool:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+        tmp = target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}."
+                               f"{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as out:
                 out.write(content)

@@ -9,9 +9,11 @@ a sequential run of the same inputs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,6 +390,31 @@ def test_write_is_retried_when_another_writer_creates_or_alters_the_table(spark,
     assert sorted(r.account_id for r in table.collect()) == ["c"]
 
 
+def test_write_snapshot_waits_for_another_writer_of_the_table(spark, output):
+    """write_snapshot takes the table's write guard: while another process (here: this test)
+    holds it, the write does not start."""
+    from cvm_spark.delta_io import table_path, write_snapshot
+
+    done = threading.Event()
+    errors = []
+
+    def write():
+        try:
+            write_snapshot(_frame(spark, DEC, ["a"]), "rfm", output, DEC)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        done.set()
+
+    with table_write_guard(output, "rfm"):
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        assert not done.wait(2.0)
+        assert not Path(table_path(output, "rfm")).exists()
+    assert done.wait(120) and not errors, errors
+    thread.join(10)
+    assert spark.read.format("delta").load(table_path(output, "rfm")).count() == 1
+
+
 def test_create_when_the_table_appeared_meanwhile_uses_it(spark, output, monkeypatch, caplog):
     """isDeltaTable said no, but another writer (of another month, with one column less)
     created the table before our create: the write goes on with that table, adding the
@@ -409,3 +436,156 @@ def test_create_when_the_table_appeared_meanwhile_uses_it(spark, output, monkeyp
     table = spark.read.format("delta").load(table_path(output, "rfm"))
     assert sorted((str(r.snapshot_month), r.account_id, r.rfm_code) for r in table.collect()) \
         == [("2024-11-01", "x", None), ("2024-12-01", "a", "555")]
+
+
+# ------------------------------------------------------------------------------------------
+# Real runs at the same time (subprocesses) on a fresh warehouse
+# ------------------------------------------------------------------------------------------
+
+DATABASE = "cvm_conc"
+TABLES = ("quarantine", "features", "rfm", "model_metrics", "value_scores", "tiers",
+          "campaign_targets", "tier_summary")
+RUNS_SECONDS = 900
+LOCKED_LINE = re.compile(
+    r"cvm: snapshot 2024-12-01 is locked by run (?P<run>conc-dec-[ab]) \(host (?P<host>\S+), "
+    r"pid (?P<pid>\d+), Spark application (?P<app>local-\d+), started [^)]+\): another run of "
+    r"this month is in progress on this host; wait for it to end \(lock file (?P<path>\S+)\)")
+
+
+@pytest.fixture(scope="module")
+def conc_config(spark, base_config, tmp_path_factory) -> Path:
+    """A small generated bank (150 accounts x 14 months ending 2024-12) and a config file for
+    ``cvm run`` with a warehouse that does not exist yet."""
+    import yaml
+
+    from cvm_spark.config import load_config_dict, to_dict
+    from cvm_spark.generate import generate_tables, write_tables
+
+    tmp = tmp_path_factory.mktemp("concurrency")
+    data = to_dict(base_config)
+    data["snapshot_month"] = "2024-12"
+    data["inputs"]["root"] = str(tmp / "data")
+    data["output"].update(warehouse=str(tmp / "wh"), database=DATABASE)
+    data["generator"].update(accounts=150, months=14)
+    # the partitioning of the test session (so results match it), a small driver, and the
+    # Delta jars this session already resolved: three processes resolving them with Ivy at
+    # the same moment would race on Ivy's cache
+    jars = spark.sparkContext.getConf().get("spark.jars", "")
+    assert "delta-spark" in jars, jars
+    data["spark"].update({"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+                          "spark.driver.memory": "2g", "spark.ui.enabled": "false",
+                          "spark.jars": jars})
+    cfg = load_config_dict(data)
+    write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
+                 cfg.inputs.root, cfg.inputs.format)
+    path = tmp / "cvm.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def _launch(config: Path, month: str, run_id: str, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in _env().items()
+           if k not in ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET", "PYSPARK_SUBMIT_ARGS")}
+    with log.open("wb") as err, log.with_suffix(".out").open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cvm_spark", "run", "--config", str(config), "--snapshot",
+             month, "--run-id", run_id, "--master", "local[2]"],
+            cwd=log.parent, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.mark.e2e
+def test_runs_at_the_same_time_on_a_fresh_warehouse(spark, conc_config, tmp_path):
+    """Two runs of 2024-12 and one of 2024-11 start together on a warehouse with no tables.
+
+    * the 2024-11 run and one 2024-12 run succeed; the other 2024-12 run stops at the lock
+      (exit 5, one line naming the holder) before the winner ends, having written nothing;
+    * every table was created once and holds both months, each equal to a run of the same
+      month made alone (here, in this process, meanwhile);
+    * the run log and the run ids in the tables name only the winner for 2024-12.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.testing import assertDataFrameEqual
+
+    from cvm_spark.config import load_config
+    from cvm_spark.delta_io import table_path
+    from cvm_spark.pipeline import run_snapshot
+
+    runs = {"conc-dec-a": "2024-12", "conc-dec-b": "2024-12", "conc-nov": "2024-11"}
+    procs: dict[str, subprocess.Popen] = {}
+    ended: dict[str, float] = {}
+    try:
+        for run_id, month in runs.items():
+            procs[run_id] = _launch(conc_config, month, run_id, tmp_path / f"{run_id}.log")
+        deadline = time.monotonic() + RUNS_SECONDS
+        # meanwhile, the reference: the same months, one after the other, in this process
+        ref_cfg = load_config(conc_config, {"output.warehouse": str(tmp_path / "wh-ref")})
+        reference = {month: run_snapshot(spark, ref_cfg.with_snapshot(month), run_id="ref")
+                     for month in ("2024-11", "2024-12")}
+        while len(ended) < len(procs) and time.monotonic() < deadline:
+            for run_id, proc in procs.items():
+                if run_id not in ended and proc.poll() is not None:
+                    ended[run_id] = time.monotonic()
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+    logs = {r: (tmp_path / f"{r}.log").read_text(errors="replace") for r in runs}
+    outs = {r: (tmp_path / f"{r}.out").read_text(errors="replace") for r in runs}
+    codes = {r: p.returncode for r, p in procs.items()}
+    assert len(ended) == len(procs), f"runs still going after {RUNS_SECONDS}s: {codes}"
+    detail = "\n".join(f"--- {r} exit {codes[r]}\n{logs[r][-3000:]}" for r in runs)
+
+    assert codes["conc-nov"] == 0, detail
+    assert sorted((codes["conc-dec-a"], codes["conc-dec-b"])) == [0, 5], detail
+    winner, loser = sorted(("conc-dec-a", "conc-dec-b"), key=lambda r: codes[r])
+    refused = [line for line in logs[loser].splitlines() if line.startswith("cvm: ")]
+    assert len(refused) == 1, logs[loser][-3000:]
+    match = LOCKED_LINE.fullmatch(refused[0])
+    assert match, refused[0]
+    assert match["run"] == winner and int(match["pid"]) == procs[winner].pid
+    assert ended[loser] < ended[winner]   # it stopped at the lock, it did not wait
+    assert "accounts scored" not in outs[loser]
+    print(f"lock refused {loser} {ended[loser] - min(ended.values()):.0f}s after the first "
+          f"run ended; runs ended at {sorted(ended.values())}")
+
+    cfg = load_config(conc_config)
+    locks = Path(cfg.output.warehouse) / "_locks" / DATABASE
+    assert sorted(p.name for p in locks.iterdir() if not p.name.endswith(".write.lock")) == []
+    months = {"2024-11": "conc-nov", "2024-12": winner}
+    for month, run_id in months.items():
+        scored = re.search(r"accounts scored: ([\d,]+)", outs[run_id])
+        assert scored and int(scored[1].replace(",", "")) == reference[month].rows_written["rfm"]
+
+    def month_of(df, month):
+        return df.where(F.col("snapshot_month") == F.lit(f"{month}-01").cast("date"))
+
+    for table in TABLES:
+        path = table_path(cfg.output, table)
+        got = spark.read.format("delta").load(path)
+        want = spark.read.format("delta").load(table_path(ref_cfg.output, table))
+        for month, run_id in months.items():
+            assert month_of(got, month).count() == reference[month].rows_written[table] > 0, \
+                (table, month)
+            if "run_id" in got.columns:
+                ids = {r.run_id for r in month_of(got, month).select("run_id").distinct()
+                       .collect()}
+                assert ids == {run_id}, (table, month, ids)
+            assertDataFrameEqual(month_of(got, month).drop("run_id"),
+                                 month_of(want, month).drop("run_id"))
+        history = DeltaTable.forPath(spark, path).history().collect()
+        ops = sorted(h.operation for h in history)
+        # created once although two runs found no table; one write per month, none by the
+        # refused run
+        assert ops == ["CREATE TABLE", "WRITE", "WRITE"], (table, ops)
+    run_log = spark.read.format("delta").load(table_path(cfg.output, "run_log"))
+    logged = {(str(r.snapshot_month), r.run_id, r.run_seq)
+              for r in run_log.select("snapshot_month", "run_id", "run_seq").collect()}
+    assert logged == {("2024-11-01", "conc-nov", 1), ("2024-12-01", winner, 1)}
