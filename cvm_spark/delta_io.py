@@ -57,6 +57,9 @@ RETRYABLE_CONFLICTS: tuple[type[Exception], ...] = (MetadataChangedException,
                                                     ProtocolChangedException)
 COMMIT_ATTEMPTS = 4
 RETRY_PAUSE_SECONDS = 1.0
+# After a failed create: how long to wait for a concurrent creator's first commit to appear.
+CREATE_WAIT_SECONDS = 10.0
+CREATE_POLL_SECONDS = 0.5
 
 WriteMode = Literal["replace", "append"]
 WRITE_MODES: tuple[str, ...] = ("replace", "append")
@@ -110,14 +113,26 @@ def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
     try:
         builder.execute()
     except Exception as exc:
-        # Another run (of another month) created the table between our check and our commit.
-        # Its schema is checked by _align_schema like any existing table's.
-        if not DeltaTable.isDeltaTable(spark, path):
+        # Another run (of another month) created the table between our check and our commit:
+        # Delta says ProtocolChangedException, or, when the other commit is still being
+        # written, "location is not empty and also not a Delta table". Its schema is checked
+        # by _align_schema like any existing table's.
+        if not _created_elsewhere(spark, path):
             raise
         log.info("table %s was created meanwhile by another writer; using it (%s)", table,
                  type(exc).__name__)
         return
     log.info("created Delta table %s at %s", table, path)
+
+
+def _created_elsewhere(spark: SparkSession, path: str) -> bool:
+    """Whether a Delta table is (or within a few seconds becomes) readable at ``path``."""
+    deadline = time.monotonic() + CREATE_WAIT_SECONDS
+    while not DeltaTable.isDeltaTable(spark, path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(CREATE_POLL_SECONDS)
+    return True
 
 
 def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> DataFrame:

@@ -589,3 +589,22 @@ def test_runs_at_the_same_time_on_a_fresh_warehouse(spark, conc_config, tmp_path
     logged = {(str(r.snapshot_month), r.run_id, r.run_seq)
               for r in run_log.select("snapshot_month", "run_id", "run_seq").collect()}
     assert logged == {("2024-11-01", "conc-nov", 1), ("2024-12-01", winner, 1)}
+
+
+def test_a_failed_create_waits_briefly_for_the_other_creators_commit(spark, monkeypatch):
+    """Seen with two processes creating one table at once (no write guard): the loser's create
+    fails with DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION while the winner's first commit is
+    still being written. The loser waits for the table (bounded), then uses it."""
+    from delta.tables import DeltaTable
+
+    from cvm_spark import delta_io
+
+    monkeypatch.setattr(delta_io, "CREATE_POLL_SECONDS", 0.0)
+    answers = iter([False, False, True])
+    monkeypatch.setattr(DeltaTable, "isDeltaTable", lambda s, p: next(answers))
+    assert delta_io._created_elsewhere(spark, "/nowhere")
+    monkeypatch.setattr(delta_io, "CREATE_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(DeltaTable, "isDeltaTable", lambda s, p: False)
+    started = time.monotonic()
+    assert not delta_io._created_elsewhere(spark, "/nowhere")
+    assert time.monotonic() - started < 5
