@@ -170,6 +170,12 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     ``snapshot_month`` is not ``snapshot`` fails the write before anything is committed
     (``replaceWhere`` checks this itself; in append mode a guard on the column does).
 
+    Concurrent writers (runs of other months): on a local warehouse, processes writing the same
+    table take turns (:func:`cvm_spark.locking.table_write_guard`); a table created meanwhile
+    by another writer is used as it is (schema checked); a commit that fails because another
+    writer changed the table's metadata or protocol (creation, added columns) is repeated, at
+    most ``COMMIT_ATTEMPTS`` times. Conflicts on this snapshot's own files are not retried.
+
     Args:
         df: rows of this snapshot only; must have a ``snapshot_month`` column equal to
             ``snapshot`` and a documented comment for every column.
@@ -184,6 +190,8 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     Raises:
         OutputSchemaError: an undocumented column, or a schema change that would lose data.
         ValueError: an unknown mode.
+        ConcurrentAppendException (and the other ``delta.exceptions``): a conflict that is
+            not retried, or one that persisted through every attempt.
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"write mode must be one of {WRITE_MODES}, got {mode!r}")
