@@ -33,6 +33,8 @@ from cvm_spark.config import ConfigError, CvmConfig, load_config, parse_yaml
 log = logging.getLogger("cvm_spark")
 
 DEFAULT_CONFIG = "conf/cvm.yaml"
+# another run of the same snapshot month holds its lock (nothing was read or written)
+EXIT_LOCKED = 5
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", nargs="?", const="", default=None, metavar="PATH",
                    help="after the run, write the HTML report (default path: "
                         "cvm_report_<YYYY-MM>.html)")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the snapshot month's lock left by a run that is not "
+                        "running any more (e.g. killed on another host); make sure it is not "
+                        "running first (docs/reliability/concurrency.md)")
 
     p = sub.add_parser(
         "report", help="write the HTML report of a snapshot from the Delta tables",
@@ -280,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_driver_class_path()
         return 0
 
+    from cvm_spark.locking import SnapshotLockedError
     from cvm_spark.report import ReportError
     from cvm_spark.validate import InputSchemaError
 
@@ -327,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate,
                                retrain=not args.reuse_models,
-                               code_version=detect_code_version(), started_at=started_at)
+                               code_version=detect_code_version(), started_at=started_at,
+                               break_lock=args.break_lock)
         print(summary.render())
         if args.report is not None:
             path = write_report(spark, cfg, args.report or None)
@@ -341,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as exc:
         print(f"cvm: report error: {exc}", file=sys.stderr)
         return 4
+    except SnapshotLockedError as exc:
+        print(f"cvm: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     finally:
         spark.stop()
 

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from cvm_spark.config import CvmConfig
 from cvm_spark.delta_io import read_table, register_tables, table_path, write_snapshot
 from cvm_spark.features import BTYD_COLUMNS, compute_features
+from cvm_spark.locking import snapshot_lock
 from cvm_spark.rfm import score_rfm
 from cvm_spark.run_log import CodeVersion, write_run_log
 from cvm_spark.schemas import SNAPSHOT_MONTH
@@ -140,8 +141,12 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                  generate: bool = False, retrain: bool = True,
                  on_stage: Callable[[str, RunSummary], Any] | None = None,
                  code_version: CodeVersion | None = None,
-                 started_at: datetime | None = None) -> RunSummary:
+                 started_at: datetime | None = None, break_lock: bool = False) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
+
+    The run holds the snapshot month's lock (:func:`cvm_spark.locking.snapshot_lock`) from
+    its start until its run_log rows are written, so two runs of one month never interleave
+    their writes; runs of different months run side by side.
 
     Args:
         spark: the session (created by the caller).
@@ -152,11 +157,35 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         on_stage: called after each stage (used by tests to inject faults).
         code_version: recorded in run_log (the caller detects it: no git call in here).
         started_at: the run's start time, recorded in run_log as metadata (from the caller).
+        break_lock: take over the month's lock even when its holder cannot be shown to be
+            dead (``cvm run --break-lock``; only after making sure that run is not running).
 
     Returns:
         A :class:`RunSummary`.
+
+    Raises:
+        SnapshotLockedError: another run of the month holds the lock; nothing was read or
+            written.
     """
     run_id = run_id or default_run_id(cfg)
+    with snapshot_lock(cfg.output, cfg.snapshot, run_id, spark=spark,
+                       app_id=_application_id(spark), started_at=started_at,
+                       break_lock=break_lock):
+        return _run_locked(spark, cfg, run_id, generate, retrain, on_stage, code_version,
+                           started_at)
+
+
+def _application_id(spark: SparkSession) -> str | None:
+    try:
+        return spark.sparkContext.applicationId
+    except Exception:  # Spark Connect has no SparkContext: the lock just omits the id
+        return None
+
+
+def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool,
+                retrain: bool, on_stage: Callable[[str, RunSummary], Any] | None,
+                code_version: CodeVersion | None, started_at: datetime | None) -> RunSummary:
+    """The body of :func:`run_snapshot`, run while the snapshot's lock is held."""
     snapshot = cfg.snapshot
     summary = RunSummary(run_id=run_id, snapshot_month=snapshot.isoformat())
 
