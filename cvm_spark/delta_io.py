@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from pathlib import Path
 from typing import Literal
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from cvm_spark.config import OutputConfig
+from cvm_spark.config import CATALOG_DIR, OutputConfig
 from cvm_spark.schemas import SNAPSHOT_MONTH
 from cvm_spark.tables import TABLE_DESCRIPTIONS, column_comment
 
@@ -53,10 +52,13 @@ class OutputSchemaError(ValueError):
 
 
 def table_path(output: OutputConfig, table: str) -> str:
-    """Location of an output table: absolute for local paths, as given for URIs."""
-    if "://" in output.warehouse:
-        return f"{output.warehouse.rstrip('/')}/{output.database}/{table}"
-    return str((Path(output.warehouse) / output.database / table).resolve())
+    """Location of an output table: absolute for local paths, as given for URIs.
+
+    Raises:
+        ConfigError: the location would resolve outside ``output.warehouse`` (a symlink
+            escape; see :meth:`cvm_spark.config.OutputConfig.location`).
+    """
+    return output.location(output.database, table)
 
 
 def qualified_name(output: OutputConfig, table: str) -> str:
@@ -82,7 +84,8 @@ def _comments(df: DataFrame, table: str) -> dict[str, str]:
     return comments
 
 
-def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> None:
+def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str,
+                  properties: dict[str, str] | None = None) -> None:
     comments = _comments(df, table)
     builder = (DeltaTable.createIfNotExists(spark)
                .location(path)
@@ -91,7 +94,7 @@ def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
     for fld in df.schema.fields:
         builder = builder.addColumn(fld.name, fld.dataType, nullable=True,
                                     comment=comments[fld.name])
-    for key, value in TABLE_PROPERTIES.items():
+    for key, value in {**(properties or {}), **TABLE_PROPERTIES}.items():
         builder = builder.property(key, value)
     builder.execute()
     log.info("created Delta table %s at %s", table, path)
@@ -122,7 +125,7 @@ def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
 
 
 def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date,
-                   mode: WriteMode = "replace") -> int:
+                   mode: WriteMode = "replace", properties: dict[str, str] | None = None) -> int:
     """Write one snapshot month of an output table: replace it (default) or append to it.
 
     ``replace`` is ``overwrite`` with ``replaceWhere snapshot_month = <snapshot>``: the
@@ -139,6 +142,8 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
         output: the warehouse settings.
         snapshot: first day of the snapshot month.
         mode: ``replace`` or ``append``.
+        properties: extra table properties set when the write creates the table (e.g. the
+            pseudonym key id, :func:`cvm_spark.privacy.table_properties`).
 
     Returns:
         The number of rows written (counted while writing, not by a second pass).
@@ -164,7 +169,7 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     if DeltaTable.isDeltaTable(spark, path):
         df = _align_schema(spark, df, table, path)
     else:
-        _create_table(spark, df, table, path)
+        _create_table(spark, df, table, path, properties)
     observation = Observation(f"write_{table}")
     observed = df.observe(observation, F.count(F.lit(1)).alias("rows"))
     writer = (observed.write.format("delta")
@@ -189,13 +194,27 @@ def _normalise_location(location: str) -> str:
     return location.rstrip("/")
 
 
+def create_database(spark: SparkSession, output: OutputConfig) -> None:
+    """``CREATE DATABASE IF NOT EXISTS <database>`` with its folder inside the warehouse.
+
+    The catalog creates a folder for a new database (by default under
+    ``spark.sql.warehouse.dir``, i.e. ``./spark-warehouse`` of the working directory); it is
+    put at ``<warehouse>/_catalog/<database>.db`` so every write stays inside
+    ``output.warehouse``. The tables themselves are external (their own locations), and
+    that folder stays empty.
+    """
+    location = output.location(CATALOG_DIR, f"{output.database}.db")
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database} "
+              f"LOCATION {_sql_literal(location)}")
+
+
 def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) -> None:
     """Point ``<database>.<table>`` at ``path`` (an external table: dropping it keeps data).
 
     Also (re)creates the ``<table>_latest`` view, so it carries columns added by this write.
     """
     name = qualified_name(output, table)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database}")
+    create_database(spark, output)
     registered = False
     if spark.catalog.tableExists(name):
         location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]

@@ -1,0 +1,413 @@
+"""Privacy: pseudonymous account keys, the key's handling, no ids in logs or the report,
+and write paths that stay inside the warehouse (docs/reliability/privacy.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
+from cvm_spark.delta_io import table_path, write_snapshot
+from cvm_spark.privacy import (
+    ACCOUNT_KEY,
+    KEY_ID_PROPERTY,
+    PseudonymKey,
+    PseudonymKeyError,
+    WarehouseModeError,
+    check_warehouse,
+    load_key,
+    pseudonymise,
+    redact_plans,
+    table_properties,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf" / "cvm.yaml"
+SECRET = "correct horse battery staple 42"          # 31 bytes
+ACCOUNT_TABLES = ("features", "rfm", "value_scores", "tiers", "campaign_targets")
+JAN = date(2024, 1, 1)
+
+
+def _py_hmac(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The key (no Spark)
+# --------------------------------------------------------------------------------------------
+
+
+def test_key_from_environment_variable():
+    cfg = load_config(CONF, {"privacy.pseudonymise": True}).privacy
+    key = load_key(cfg, {"CVM_PSEUDONYM_SECRET": SECRET})
+    assert key.hexdigest("A1") == _py_hmac(SECRET.encode(), "A1")
+    assert SECRET not in repr(key) and SECRET not in str(key)
+    assert "CVM_PSEUDONYM_SECRET" in repr(key)
+
+
+def test_key_file_wins_and_drops_one_trailing_newline(tmp_path):
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(SECRET.encode() + b"\n")
+    cfg = load_config(CONF, {"privacy.pseudonymise": True,
+                             "privacy.key_file": str(path)}).privacy
+    key = load_key(cfg, {"CVM_PSEUDONYM_SECRET": "another key of enough length"})
+    assert key.hexdigest("A1") == _py_hmac(SECRET.encode(), "A1")
+
+
+@pytest.mark.parametrize(("environ", "file_bytes", "message"), [
+    ({}, None, r"environment variable CVM_PSEUDONYM_SECRET \(privacy.key_env\) is not set"),
+    ({"CVM_PSEUDONYM_SECRET": ""}, None, r"CVM_PSEUDONYM_SECRET .* not set or empty"),
+    ({"CVM_PSEUDONYM_SECRET": "short-secret"}, None, r"has 12 bytes; at least 16"),
+    ({}, b"tiny\n", r"file .* has 4 bytes; at least 16"),
+])
+def test_missing_or_short_key_is_a_config_error_without_the_key(tmp_path, environ, file_bytes,
+                                                                 message):
+    overrides: dict[str, object] = {"privacy.pseudonymise": True}
+    if file_bytes is not None:
+        (tmp_path / "k").write_bytes(file_bytes)
+        overrides["privacy.key_file"] = str(tmp_path / "k")
+    cfg = load_config(CONF, overrides).privacy
+    with pytest.raises(PseudonymKeyError, match=message) as err:
+        load_key(cfg, environ)
+    assert isinstance(err.value, ConfigError)
+    assert "short-secret" not in str(err.value) and "tiny" not in str(err.value)
+
+
+def test_unreadable_key_file_names_the_file(tmp_path):
+    cfg = load_config(CONF, {"privacy.pseudonymise": True,
+                             "privacy.key_file": str(tmp_path / "absent.key")}).privacy
+    with pytest.raises(PseudonymKeyError, match=r"privacy.key_file: cannot read .*absent.key"):
+        load_key(cfg, {})
+
+
+def test_long_and_non_ascii_keys_follow_rfc_2104():
+    for secret in (b"k" * 16, b"x" * 64, bytes(range(100)), "schlüssel-密钥-0123456".encode()):
+        inner, outer = PseudonymKey(secret, "test").pads()
+        k0 = (hashlib.sha256(secret).digest() if len(secret) > 64 else secret).ljust(64, b"\0")
+        assert inner == bytes(b ^ 0x36 for b in k0) and outer == bytes(b ^ 0x5C for b in k0)
+
+
+# --------------------------------------------------------------------------------------------
+# Config (no Spark)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["key", "secret", "pseudonym_key", "hmac_salt"])
+def test_a_literal_key_in_the_config_is_refused_without_echo(name):
+    with pytest.raises(ConfigError, match=rf"privacy\.{name}: the pseudonym key is never read "
+                                          "from the config") as err:
+        load_config(CONF, {f"privacy.{name}": SECRET})
+    assert SECRET not in str(err.value)
+
+
+def test_key_env_must_be_a_variable_name_and_is_not_echoed():
+    with pytest.raises(ConfigError, match=r"privacy\.key_env must be the name of an environment "
+                                          "variable") as err:
+        load_config(CONF, {"privacy.key_env": SECRET})
+    assert SECRET not in str(err.value)
+
+
+def test_pseudonymised_campaigns_cannot_test_account_ids():
+    data = to_dict(load_config(CONF))
+    data["privacy"]["pseudonymise"] = True
+    data["tiers"]["campaigns"].append({"name": "vip", "reason": "listed", "conditions": [
+        {"column": "account_id", "op": "in", "value": ["A0001"]}]})
+    with pytest.raises(ConfigError, match=r"tiers\.campaigns \['vip'\]: a condition on "
+                                          "account_id"):
+        load_config_dict(data)
+    data["privacy"]["pseudonymise"] = False
+    load_config_dict(data)   # allowed when the tables carry account_id anyway
+
+
+@pytest.mark.parametrize("database", ["../etc", "cvm/x", "a.b", "", "cvm db"])
+def test_database_must_be_a_plain_identifier(database):
+    with pytest.raises(ConfigError, match=r"output\.database must be a plain SQL identifier"):
+        load_config(CONF, {"output.database": database})
+
+
+def test_symlink_out_of_the_warehouse_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    wh = tmp_path / "wh"
+    (wh / "cvm").mkdir(parents=True)
+    cfg = load_config(CONF, {"output.warehouse": str(wh)})
+    assert cfg.output.location("cvm", "rfm") == str((wh / "cvm" / "rfm").resolve())
+    assert table_path(cfg.output, "rfm") == str((wh / "cvm" / "rfm").resolve())
+    (wh / "cvm" / "tiers").symlink_to(outside)           # a table folder pointing out
+    with pytest.raises(ConfigError, match=r"output\.warehouse: cvm/tiers resolves to .*outside"):
+        load_config(CONF, {"output.warehouse": str(wh)})
+    with pytest.raises(ConfigError, match="outside the warehouse"):
+        table_path(cfg.output, "tiers")                  # also checked when the path is used
+    (wh / "cvm" / "tiers").unlink()
+    (wh / "_models").symlink_to(outside)                 # the model folder pointing out
+    with pytest.raises(ConfigError, match=r"output\.warehouse: _models resolves to"):
+        load_config(CONF, {"output.warehouse": str(wh)})
+    (wh / "_models").unlink()
+    inside = wh / "models_store"
+    inside.mkdir()
+    (wh / "_models").symlink_to(inside)                  # a symlink inside the root is fine
+    load_config(CONF, {"output.warehouse": str(wh)})
+
+
+def test_write_locations_take_plain_names_only(tmp_path):
+    output = load_config(CONF, {"output.warehouse": str(tmp_path)}).output
+    for part in ("..", ".", "", "a/b", "/etc"):
+        with pytest.raises(ConfigError, match="must be a plain name"):
+            output.location(part)
+    uri = replace(output, warehouse="s3a://bucket/wh/")
+    assert uri.location("cvm", "rfm") == "s3a://bucket/wh/cvm/rfm"
+
+
+def test_cli_refuses_a_missing_key_before_spark_starts(monkeypatch, capsys):
+    from cvm_spark import cli, session
+
+    def no_spark(*_args, **_kwargs):
+        raise AssertionError("Spark must not start without the key")
+
+    monkeypatch.setattr(session, "build_spark", no_spark)
+    monkeypatch.delenv("CVM_TEST_ABSENT_SECRET", raising=False)
+    code = cli.main(["run", "--config", str(CONF), "--set", "privacy.pseudonymise=true",
+                     "--set", "privacy.key_env=CVM_TEST_ABSENT_SECRET"])
+    assert code == 2
+    assert "CVM_TEST_ABSENT_SECRET (privacy.key_env) is not set" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# The keyed hash in Spark
+# --------------------------------------------------------------------------------------------
+
+IDS = ["A0000001", "", "账户-0042", "ü" * 70, "x'); drop table t; --", None]
+KEYS = [b"0123456789abcdef", b"k" * 64, bytes(range(200)), "schlüssel-密钥-0123456".encode()]
+
+
+def test_account_key_equals_python_hmac(spark):
+    rows = [(JAN, i, n) for n, i in enumerate(IDS)]
+    df = spark.createDataFrame(rows, "snapshot_month date, account_id string, n int")
+    for secret in KEYS:
+        out = pseudonymise(df, PseudonymKey(secret, "test"))
+        assert out.columns == ["snapshot_month", ACCOUNT_KEY, "n"]
+        got = {r.n: r.account_key for r in out.collect()}
+        want = {n: None if i is None else _py_hmac(secret, i) for n, i in enumerate(IDS)}
+        assert got == want
+
+
+def _plan_text(df, capsys) -> str:
+    df.explain("extended")
+    df.explain("formatted")
+    return "\n".join([capsys.readouterr().out, df._jdf.queryExecution().toString()])
+
+
+def test_plans_hold_no_key_material(spark, capsys):
+    key = PseudonymKey(SECRET.encode(), "test")
+    inner, outer = key.pads()
+    secrets = [SECRET, SECRET.encode().hex(), inner.hex(), outer.hex()]
+    df = spark.createDataFrame([(JAN, "A1")], "snapshot_month date, account_id string")
+    out = pseudonymise(df, key)
+    out.collect()                       # the executed (adaptive) plan is in toString too
+    text = _plan_text(out, capsys)
+    assert "BroadcastNestedLoopJoin" in text or "CartesianProduct" in text  # the pad frame
+    for secret in secrets:
+        assert secret.lower() not in text.lower(), "key material in a plan string"
+    # the second guard: a 128-hex literal is masked once redact_plans has run
+    leaky = df.select(F.lit(inner.hex()).alias("x"))
+    assert inner.hex() in _plan_text(leaky, capsys)
+    before = spark.conf.get("spark.sql.redaction.string.regex", None)
+    try:
+        redact_plans(spark)
+        redact_plans(spark)             # idempotent
+        text = _plan_text(leaky, capsys)
+        assert inner.hex() not in text and "*********(redacted)" in text
+    finally:
+        if before is None:
+            spark.conf.unset("spark.sql.redaction.string.regex")
+        else:
+            spark.conf.set("spark.sql.redaction.string.regex", before)
+
+
+def test_quarantine_rows_keep_only_contract_columns_with_keyed_ids(spark):
+    rows = [
+        ("accounts", json.dumps({"account_id": "A1", "birth_year": "1970", "region": "north",
+                                 "full_name": "Jane Roe"})),
+        ("relations", json.dumps({"account_id": "A2", "related_account_id": "A3",
+                                  "relation": "family"})),
+        ("transactions", json.dumps({"account_id": "A4", "amount": -5.5,
+                                     "counterparty_id": "C9", "txn_id": "T1"})),
+    ]
+    df = spark.createDataFrame([(JAN, "r", t, "bad", j) for t, j in rows],
+                               "snapshot_month date, run_id string, source_table string, "
+                               "reason string, row_json string")
+    key = PseudonymKey(SECRET.encode(), "test")
+    out = {r.source_table: json.loads(r.row_json) for r in pseudonymise(df, key).collect()}
+    assert out["accounts"] == {"account_id": key.hexdigest("A1"), "region": "north"}
+    assert out["relations"] == {"account_id": key.hexdigest("A2"),
+                                "related_account_id": key.hexdigest("A3"),
+                                "relation": "family"}
+    assert out["transactions"] == {"account_id": key.hexdigest("A4"), "amount": "-5.5",
+                                   "counterparty_id": key.hexdigest("C9"), "txn_id": "T1"}
+
+
+def test_report_migration_joins_on_the_key(spark):
+    from cvm_spark.report import NEW_ACCOUNT, tier_migration
+
+    schema = "account_key string, tier string"
+    prev = spark.createDataFrame([("k1", "gold"), ("k2", "copper")], schema)
+    cur = spark.createDataFrame([("k1", "copper"), ("k3", "gold")], schema)
+    got = {(r.prev_tier, r.tier): r.accounts for r in tier_migration(prev, cur).collect()}
+    assert got == {("gold", "copper"): 1, ("copper", "(not scored now)"): 1,
+                   (NEW_ACCOUNT, "gold"): 1}
+
+
+def test_warehouse_keeps_one_mode_and_one_key(spark, base_config, tmp_path):
+    output = replace(base_config.output, warehouse=str(tmp_path / "wh"), database="cvm_priv_t")
+    key_a = PseudonymKey(b"a" * 32, "test")
+    key_b = PseudonymKey(b"b" * 32, "test")
+    frame = spark.createDataFrame([(JAN, "A1", "Lost")],
+                                  "snapshot_month date, account_id string, segment string")
+    write_snapshot(frame, "rfm", output, JAN)                      # raw ids
+    write_snapshot(pseudonymise(frame, key_a), "tiers", output, JAN,
+                   properties=table_properties(key_a))
+    props = spark.sql(f"show tblproperties delta.`{table_path(output, 'tiers')}`").collect()
+    assert {r.key: r.value for r in props}[KEY_ID_PROPERTY] == key_a.key_id
+    check_warehouse(spark, output, ("tiers", "features"), key_a)   # same key, absent table
+    check_warehouse(spark, output, ("rfm",), None)
+    with pytest.raises(WarehouseModeError, match=r"cvm_priv_t\.rfm .* written without "
+                                                 "pseudonymisation .* another output"):
+        check_warehouse(spark, output, ("rfm",), key_a)
+    with pytest.raises(WarehouseModeError, match=r"another pseudonym key \(key id "
+                                                 rf"{key_a.key_id}, this key {key_b.key_id}\)"):
+        check_warehouse(spark, output, ("tiers",), key_b)
+    with pytest.raises(WarehouseModeError, match="holds pseudonymous account keys"):
+        check_warehouse(spark, output, ("tiers",), None)
+
+
+def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp_path):
+    from cvm_spark.delta_io import create_database
+
+    output = replace(base_config.output, warehouse=str(tmp_path / "wh"), database="cvm_priv_db")
+    create_database(spark, output)
+    assert (tmp_path / "wh" / "_catalog" / "cvm_priv_db.db").is_dir()
+    default = spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:")
+    assert not (Path(default) / "cvm_priv_db.db").exists()
+    spark.sql("drop database cvm_priv_db")
+
+
+# --------------------------------------------------------------------------------------------
+# A pseudonymised run of the whole pipeline (on the shared e2e inputs)
+# --------------------------------------------------------------------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
+    """The pipeline with pseudonymise on, on the inputs the shared e2e run generated, in a
+    warehouse of its own; with every cvm_spark log line, the printed summary and the report."""
+    from cvm_spark.pipeline import run_snapshot
+    from cvm_spark.report import write_report
+
+    root = tmp_path_factory.mktemp("privacy")
+    data = to_dict(e2e_config)
+    data["output"].update(warehouse=str(root / "wh"), database="cvm_private")
+    data["privacy"].update(pseudonymise=True, key_env="CVM_TEST_PSEUDONYM_SECRET")
+    cfg = load_config_dict(data)
+    key = PseudonymKey(SECRET.encode(), "test")
+    handler, logger = _Lines(), logging.getLogger("cvm_spark")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        summary = run_snapshot(spark, cfg, pseudonym_key=key,
+                               started_at=datetime(2025, 1, 1, tzinfo=UTC))
+        report = write_report(spark, cfg, root / "report.html").read_text(encoding="utf-8")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    text = "\n".join([*handler.lines, summary.render()])
+    return cfg, key, summary, text, report
+
+
+def _snapshot(spark, output, table, month=date(2024, 12, 1)):
+    return (spark.read.format("delta").load(table_path(output, table))
+            .where(F.col("snapshot_month") == F.lit(month)))
+
+
+@pytest.mark.e2e
+def test_bi_tables_carry_the_key_and_nothing_else_changes(spark, e2e_config, pseudonymised):
+    cfg, key, summary, _text, _report = pseudonymised
+    for table in ACCOUNT_TABLES:
+        private = _snapshot(spark, cfg.output, table)
+        assert ACCOUNT_KEY in private.columns and "account_id" not in private.columns, table
+        assert private.where(~F.col(ACCOUNT_KEY).rlike("^[0-9a-f]{64}$")).count() == 0, table
+        # the raw run's rows, keyed in Spark, are exactly the pseudonymised run's rows
+        raw = pseudonymise(_snapshot(spark, e2e_config.output, table), key)
+        assert raw.columns == private.columns, table
+        assert raw.exceptAll(private).count() == 0 and private.exceptAll(raw).count() == 0, table
+    ids = [r.account_id for r in _snapshot(spark, e2e_config.output, "tiers")
+           .select("account_id").limit(5).collect()]
+    keys = {r.account_key for r in _snapshot(spark, cfg.output, "tiers").select(ACCOUNT_KEY)
+            .collect()}                                   # 400 rows, test side
+    assert {key.hexdigest(i) for i in ids} <= keys        # Spark's HMAC = Python's
+    for table in summary.tables:
+        if table != "run_log":
+            props = spark.sql(f"show tblproperties delta.`{table_path(cfg.output, table)}`")
+            assert {r.key: r.value for r in props.collect()}.get(KEY_ID_PROPERTY) \
+                == key.key_id, table
+
+
+@pytest.mark.e2e
+def test_no_account_id_or_attribute_in_logs_summary_or_report(spark, e2e_config,
+                                                              pseudonymised):
+    cfg, key, _summary, text, report = pseudonymised
+    accounts_path, _fmt = e2e_config.inputs.location("accounts")
+    raw = spark.read.parquet(accounts_path)
+    ids = {r.account_id for r in raw.select("account_id").collect()    # the input, test side
+           if r.account_id and len(r.account_id.strip()) >= 3}
+    assert len(ids) >= 400
+    assert "stage model: done" in text and "tables written" in text    # the logs were seen
+    quarantine = _snapshot(spark, cfg.output, "quarantine")
+    row_json = " ".join(r.row_json for r in quarantine.collect())
+    for place, content in (("logs", text), ("report", report), ("quarantine", row_json)):
+        leaked = sorted(i for i in ids if i in content)
+        assert not leaked, f"raw account ids in the {place}: {leaked[:5]}"
+    assert "birth_year" not in text + report + row_json
+    inner, outer = key.pads()
+    for secret in (SECRET, inner.hex(), outer.hex()):
+        assert secret not in text + report
+
+
+@pytest.mark.e2e
+def test_switching_a_raw_warehouse_is_refused_before_any_write(spark, e2e_config, e2e_summary,
+                                                               monkeypatch):
+    from delta.tables import DeltaTable
+
+    from cvm_spark.pipeline import run_snapshot
+
+    versions = {t: DeltaTable.forPath(spark, table_path(e2e_config.output, t)).history(1)
+                .first().version for t in ("quarantine", "features")}
+    data = to_dict(e2e_config)
+    data["privacy"]["pseudonymise"] = True
+    cfg = load_config_dict(data)
+    monkeypatch.delenv(cfg.privacy.key_env, raising=False)
+    with pytest.raises(PseudonymKeyError, match="CVM_PSEUDONYM_SECRET"):
+        run_snapshot(spark, cfg)                         # no key: refused first
+    with pytest.raises(WarehouseModeError, match=r"cvm_e2e\.\w+ .* written without "
+                                                 "pseudonymisation"):
+        run_snapshot(spark, cfg, pseudonym_key=PseudonymKey(SECRET.encode(), "test"))
+    for table, version in versions.items():
+        assert DeltaTable.forPath(spark, table_path(e2e_config.output, table)).history(1) \
+            .first().version == version, table
