@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
-from cvm_spark.delta_io import table_path, write_snapshot
+from cvm_spark.delta_io import table_path
+from cvm_spark.pipeline import PIPELINE_TABLES
 from cvm_spark.privacy import (
     ACCOUNT_KEY,
     KEY_ID_PROPERTY,
@@ -26,7 +26,6 @@ from cvm_spark.privacy import (
     load_key,
     pseudonymise,
     redact_plans,
-    table_properties,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,12 +190,15 @@ KEYS = [b"0123456789abcdef", b"k" * 64, bytes(range(200)), "schlüssel-密钥-01
 def test_account_key_equals_python_hmac(spark):
     rows = [(JAN, i, n) for n, i in enumerate(IDS)]
     df = spark.createDataFrame(rows, "snapshot_month date, account_id string, n int")
-    for secret in KEYS:
-        out = pseudonymise(df, PseudonymKey(secret, "test"))
-        assert out.columns == ["snapshot_month", ACCOUNT_KEY, "n"]
-        got = {r.n: r.account_key for r in out.collect()}
-        want = {n: None if i is None else _py_hmac(secret, i) for n, i in enumerate(IDS)}
-        assert got == want
+    outs = [pseudonymise(df, PseudonymKey(secret, "test")).withColumn("k", F.lit(k))
+            for k, secret in enumerate(KEYS)]
+    assert outs[0].columns == ["snapshot_month", ACCOUNT_KEY, "n", "k"]
+    got = {(r.k, r.n): r.account_key
+           for r in outs[0].unionByName(outs[1]).unionByName(outs[2]).unionByName(outs[3])
+           .collect()}                                    # one job for the four keys
+    want = {(k, n): None if i is None else _py_hmac(secret, i)
+            for k, secret in enumerate(KEYS) for n, i in enumerate(IDS)}
+    assert got == want
 
 
 def _plan_text(df, capsys) -> str:
@@ -265,29 +267,6 @@ def test_report_migration_joins_on_the_key(spark):
                    (NEW_ACCOUNT, "gold"): 1}
 
 
-def test_warehouse_keeps_one_mode_and_one_key(spark, base_config, tmp_path):
-    output = replace(base_config.output, warehouse=str(tmp_path / "wh"), database="cvm_priv_t")
-    key_a = PseudonymKey(b"a" * 32, "test")
-    key_b = PseudonymKey(b"b" * 32, "test")
-    frame = spark.createDataFrame([(JAN, "A1", "Lost")],
-                                  "snapshot_month date, account_id string, segment string")
-    write_snapshot(frame, "rfm", output, JAN)                      # raw ids
-    write_snapshot(pseudonymise(frame, key_a), "tiers", output, JAN,
-                   properties=table_properties(key_a))
-    props = spark.sql(f"show tblproperties delta.`{table_path(output, 'tiers')}`").collect()
-    assert {r.key: r.value for r in props}[KEY_ID_PROPERTY] == key_a.key_id
-    check_warehouse(spark, output, ("tiers", "features"), key_a)   # same key, absent table
-    check_warehouse(spark, output, ("rfm",), None)
-    with pytest.raises(WarehouseModeError, match=r"cvm_priv_t\.rfm .* written without "
-                                                 "pseudonymisation .* another output"):
-        check_warehouse(spark, output, ("rfm",), key_a)
-    with pytest.raises(WarehouseModeError, match=r"another pseudonym key \(key id "
-                                                 rf"{key_a.key_id}, this key {key_b.key_id}\)"):
-        check_warehouse(spark, output, ("tiers",), key_b)
-    with pytest.raises(WarehouseModeError, match="holds pseudonymous account keys"):
-        check_warehouse(spark, output, ("tiers",), None)
-
-
 def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp_path):
     from cvm_spark.delta_io import create_database
 
@@ -300,23 +279,41 @@ def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp
 
 
 # --------------------------------------------------------------------------------------------
-# A pseudonymised run of the whole pipeline (on the shared e2e inputs)
+# A pseudonymised run of the pipeline (on the shared e2e inputs)
 # --------------------------------------------------------------------------------------------
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
+def _stand_in_model(spark, cfg, accepted, features, rfm, run_id, model_root, retrain=True):
+    """A cheap stand-in for the model stage (minutes of fits on two cores): frames of the
+    model tables' shape built from the real features and RFM, so the pipeline writes all
+    eight tables through the same ``_write`` and the report has its tables."""
+    from cvm_spark.model import ModelOutputs, metrics_frame
+    from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+    tiers = rfm.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.col("segment").alias("tier"),
+                       F.lit("stable").alias("lifecycle_stage"))
+    return ModelOutputs(
+        value_scores=features.select(SNAPSHOT_MONTH, ACCOUNT_ID,
+                                     F.col("profit_12m").alias("current_value")),
+        tiers=tiers,
+        campaign_targets=tiers.where(F.col("tier") == "Lost").select(
+            SNAPSHOT_MONTH, ACCOUNT_ID, F.lit("reactivation").alias("campaign"),
+            F.concat(F.lit("segment="), F.col("tier")).alias("reason")),
+        tier_summary=tiers.groupBy(SNAPSHOT_MONTH, "tier").agg(
+            F.count(F.lit(1)).alias("accounts")),
+        model_metrics=metrics_frame(spark, [("loyalty", "weights", "tenure", 0.25)],
+                                    cfg.snapshot, run_id),
+        cached=[])
 
 
 @pytest.fixture(scope="module")
 def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     """The pipeline with pseudonymise on, on the inputs the shared e2e run generated, in a
-    warehouse of its own; with every cvm_spark log line, the printed summary and the report."""
+    warehouse of its own, with the model stage stood in for (:func:`_stand_in_model`); with
+    every cvm_spark log line, the printed summary and the HTML report."""
+    from conftest import LogLines
+
+    from cvm_spark import model
     from cvm_spark.pipeline import run_snapshot
     from cvm_spark.report import write_report
 
@@ -326,18 +323,12 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     data["privacy"].update(pseudonymise=True, key_env="CVM_TEST_PSEUDONYM_SECRET")
     cfg = load_config_dict(data)
     key = PseudonymKey(SECRET.encode(), "test")
-    handler, logger = _Lines(), logging.getLogger("cvm_spark")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with pytest.MonkeyPatch.context() as mp, LogLines().capture() as logs:
+        mp.setattr(model, "run_value_model", _stand_in_model)
         summary = run_snapshot(spark, cfg, pseudonym_key=key,
                                started_at=datetime(2025, 1, 1, tzinfo=UTC))
         report = write_report(spark, cfg, root / "report.html").read_text(encoding="utf-8")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    text = "\n".join([*handler.lines, summary.render()])
+    text = "\n".join([*logs.lines, summary.render()])
     return cfg, key, summary, text, report
 
 
@@ -346,48 +337,74 @@ def _snapshot(spark, output, table, month=date(2024, 12, 1)):
             .where(F.col("snapshot_month") == F.lit(month)))
 
 
+def _input_ids(spark, e2e_config) -> set[str]:
+    accounts_path, _fmt = e2e_config.inputs.location("accounts")
+    return {r.account_id for r in spark.read.parquet(accounts_path).select("account_id")
+            .collect() if r.account_id and len(r.account_id.strip()) >= 3}   # test side
+
+
 @pytest.mark.e2e
-def test_bi_tables_carry_the_key_and_nothing_else_changes(spark, e2e_config, pseudonymised):
+def test_every_table_carries_the_key_and_nothing_else_changes(spark, e2e_config,
+                                                              pseudonymised):
     cfg, key, summary, _text, _report = pseudonymised
+    assert set(summary.tables) == {*PIPELINE_TABLES, "run_log"}
     for table in ACCOUNT_TABLES:
         private = _snapshot(spark, cfg.output, table)
         assert ACCOUNT_KEY in private.columns and "account_id" not in private.columns, table
         assert private.where(~F.col(ACCOUNT_KEY).rlike("^[0-9a-f]{64}$")).count() == 0, table
-        # the raw run's rows, keyed in Spark, are exactly the pseudonymised run's rows
+        # every account table of the real (raw) run takes the key the same way (plan only)
+        raw = _snapshot(spark, e2e_config.output, table)
+        assert pseudonymise(raw, key).columns == [
+            ACCOUNT_KEY if c == "account_id" else c for c in raw.columns], table
+    for table in ("features", "rfm"):   # real stages: the raw run's rows, keyed, are these
         raw = pseudonymise(_snapshot(spark, e2e_config.output, table), key)
-        assert raw.columns == private.columns, table
-        assert raw.exceptAll(private).count() == 0 and private.exceptAll(raw).count() == 0, table
-    ids = [r.account_id for r in _snapshot(spark, e2e_config.output, "tiers")
+        private = _snapshot(spark, cfg.output, table)
+        assert raw.exceptAll(private).count() == 0 and private.exceptAll(raw).count() == 0
+    ids = [r.account_id for r in _snapshot(spark, e2e_config.output, "rfm")
            .select("account_id").limit(5).collect()]
-    keys = {r.account_key for r in _snapshot(spark, cfg.output, "tiers").select(ACCOUNT_KEY)
+    keys = {r.account_key for r in _snapshot(spark, cfg.output, "rfm").select(ACCOUNT_KEY)
             .collect()}                                   # 400 rows, test side
     assert {key.hexdigest(i) for i in ids} <= keys        # Spark's HMAC = Python's
-    for table in summary.tables:
-        if table != "run_log":
-            props = spark.sql(f"show tblproperties delta.`{table_path(cfg.output, table)}`")
-            assert {r.key: r.value for r in props.collect()}.get(KEY_ID_PROPERTY) \
-                == key.key_id, table
+    for table in PIPELINE_TABLES:
+        props = spark.sql(f"show tblproperties delta.`{table_path(cfg.output, table)}`")
+        assert {r.key: r.value for r in props.collect()}.get(KEY_ID_PROPERTY) \
+            == key.key_id, table
 
 
 @pytest.mark.e2e
-def test_no_account_id_or_attribute_in_logs_summary_or_report(spark, e2e_config,
+def test_no_account_id_or_attribute_in_logs_summary_or_report(spark, e2e_config, e2e_runs,
                                                               pseudonymised):
     cfg, key, _summary, text, report = pseudonymised
-    accounts_path, _fmt = e2e_config.inputs.location("accounts")
-    raw = spark.read.parquet(accounts_path)
-    ids = {r.account_id for r in raw.select("account_id").collect()    # the input, test side
-           if r.account_id and len(r.account_id.strip()) >= 3}
+    ids = _input_ids(spark, e2e_config)
     assert len(ids) >= 400
     assert "stage model: done" in text and "tables written" in text    # the logs were seen
-    quarantine = _snapshot(spark, cfg.output, "quarantine")
-    row_json = " ".join(r.row_json for r in quarantine.collect())
-    for place, content in (("logs", text), ("report", report), ("quarantine", row_json)):
+    # the shared raw run's log lines, with the real model stage (same logging in both modes)
+    first = "\n".join(e2e_runs.logs[e2e_config.snapshot_month][0])
+    assert "future value: fitted" in first and "stage model: done" in first
+    row_json = " ".join(r.row_json for r in _snapshot(spark, cfg.output, "quarantine")
+                        .select("row_json").collect())
+    for place, content in (("logs", text), ("raw run's logs", first), ("report", report),
+                           ("quarantine", row_json)):
         leaked = sorted(i for i in ids if i in content)
         assert not leaked, f"raw account ids in the {place}: {leaked[:5]}"
-    assert "birth_year" not in text + report + row_json
+        assert "birth_year" not in content, place
     inner, outer = key.pads()
     for secret in (SECRET, inner.hex(), outer.hex()):
         assert secret not in text + report
+
+
+@pytest.mark.e2e
+def test_the_warehouse_keeps_its_key(spark, pseudonymised):
+    cfg, key, *_ = pseudonymised
+    other = PseudonymKey(b"b" * 32, "test")
+    check_warehouse(spark, cfg.output, PIPELINE_TABLES, key)
+    with pytest.raises(WarehouseModeError, match=r"cvm_private\.quarantine .* another pseudonym "
+                                                 rf"key \(key id {key.key_id}, this key "
+                                                 rf"{other.key_id}\)"):
+        check_warehouse(spark, cfg.output, PIPELINE_TABLES, other)
+    with pytest.raises(WarehouseModeError, match=r"holds pseudonymous account keys .* with "
+                                                 "privacy.pseudonymise off"):
+        check_warehouse(spark, cfg.output, PIPELINE_TABLES, None)
 
 
 @pytest.mark.e2e
@@ -405,7 +422,7 @@ def test_switching_a_raw_warehouse_is_refused_before_any_write(spark, e2e_config
     monkeypatch.delenv(cfg.privacy.key_env, raising=False)
     with pytest.raises(PseudonymKeyError, match="CVM_PSEUDONYM_SECRET"):
         run_snapshot(spark, cfg)                         # no key: refused first
-    with pytest.raises(WarehouseModeError, match=r"cvm_e2e\.\w+ .* written without "
+    with pytest.raises(WarehouseModeError, match=r"cvm_e2e\.quarantine .* written without "
                                                  "pseudonymisation"):
         run_snapshot(spark, cfg, pseudonym_key=PseudonymKey(SECRET.encode(), "test"))
     for table, version in versions.items():
