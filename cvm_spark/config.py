@@ -178,9 +178,11 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         # the value is not echoed: a key pasted here by mistake must not reach a log
-        _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", self.key_env) is not None,
-               "key_env must be the name of an environment variable (letters, digits, _), "
-               "not the key itself")
+        # upper case only: a hex or base64 key pasted here by mistake does not pass, so the
+        # "variable not set" message (which names key_env) cannot print it
+        _check(re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", self.key_env) is not None,
+               "key_env must be the name of an environment variable (upper-case letters, "
+               "digits, _; at most 64), not the key itself")
         _check(self.key_file is None or bool(self.key_file.strip()),
                "key_file must not be blank (leave it out to read key_env)")
 
