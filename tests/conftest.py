@@ -92,7 +92,9 @@ class SnapshotRuns:
     every run made so far, whichever tests ran before it. The first run generates the data
     (for the config's own snapshot month). Runs get a fixed start time and code version so
     the run log has known values. The ``cvm_spark`` log lines of each run are kept in
-    ``logs`` (the privacy tests read them).
+    ``logs`` (the privacy tests read them). The physical plans of every Spark execution of the
+    first run are recorded by ``plan_recorder`` (tests/plan_check.py; checked by
+    tests/test_plans.py).
     """
 
     CODE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -103,6 +105,7 @@ class SnapshotRuns:
         self.started: dict[str, list[datetime]] = {}
         self.logs: dict[str, list[list[str]]] = {}
         self._generated = False
+        self.plan_recorder = None   # tests/plan_check.PlanRecorder of the first run
 
     def run(self, month: str | None = None):
         """Run the snapshot (again) and return its RunSummary."""
@@ -114,11 +117,22 @@ class SnapshotRuns:
             self.run(self.cfg.snapshot_month)
         n = sum(len(v) for v in self.runs.values())
         started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(minutes=n)
+
+        def run():
+            return run_snapshot(self.spark, self.cfg.with_snapshot(month),
+                                generate=not self._generated,
+                                code_version=CodeVersion(git_commit=self.CODE_COMMIT),
+                                started_at=started)
+
         with LogLines().capture() as lines:
-            summary = run_snapshot(self.spark, self.cfg.with_snapshot(month),
-                                   generate=not self._generated,
-                                   code_version=CodeVersion(git_commit=self.CODE_COMMIT),
-                                   started_at=started)
+            if self._generated:
+                summary = run()
+            else:
+                from plan_check import PlanRecorder
+
+                self.plan_recorder = PlanRecorder(self.spark)
+                with self.plan_recorder:
+                    summary = run()
         self._generated = True
         self.logs.setdefault(month, []).append(lines.lines)
         self.runs.setdefault(month, []).append(summary)

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
 from cvm_spark.delta_io import table_path
+from cvm_spark.locking import lock_dir
 from cvm_spark.pipeline import PIPELINE_TABLES
 from cvm_spark.privacy import (
     ACCOUNT_KEY,
@@ -27,6 +28,7 @@ from cvm_spark.privacy import (
     pseudonymise,
     redact_plans,
 )
+from cvm_spark.timing import no_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "cvm.yaml"
@@ -151,6 +153,12 @@ def test_symlink_out_of_the_warehouse_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"output\.warehouse: _models resolves to"):
         load_config(CONF, {"output.warehouse": str(wh)})
     (wh / "_models").unlink()
+    (wh / "_locks").symlink_to(outside)                  # the run locks pointing out
+    with pytest.raises(ConfigError, match=r"output\.warehouse: _locks resolves to"):
+        load_config(CONF, {"output.warehouse": str(wh)})
+    with pytest.raises(ConfigError, match="outside the warehouse"):
+        lock_dir(cfg.output)                             # also checked when a lock is taken
+    (wh / "_locks").unlink()
     inside = wh / "models_store"
     inside.mkdir()
     (wh / "_models").symlink_to(inside)                  # a symlink inside the root is fine
@@ -284,8 +292,9 @@ def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp
 # --------------------------------------------------------------------------------------------
 
 
-def _stand_in_model(spark, cfg, accepted, features, rfm, run_id, model_root, retrain=True):
-    """A cheap stand-in for the model stage (minutes of fits on two cores): frames of the
+def _stand_in_model(spark, cfg, accepted, features, rfm, run_id, model_root, retrain=True,
+                    stage=no_stage):
+    """A cheap stand-in for the model steps (minutes of fits on two cores): frames of the
     model tables' shape built from the real features and RFM, so the pipeline writes all
     eight tables through the same ``_write`` and the report has its tables."""
     from cvm_spark.model import ModelOutputs, metrics_frame
@@ -378,10 +387,10 @@ def test_no_account_id_or_attribute_in_logs_summary_or_report(spark, e2e_config,
     cfg, key, _summary, text, report = pseudonymised
     ids = _input_ids(spark, e2e_config)
     assert len(ids) >= 400
-    assert "stage model: done" in text and "tables written" in text    # the logs were seen
-    # the shared raw run's log lines, with the real model stage (same logging in both modes)
+    assert "stage write_tiers: done" in text and "tables written" in text   # logs were seen
+    # the shared raw run's log lines, with the real model steps (same logging in both modes)
     first = "\n".join(e2e_runs.logs[e2e_config.snapshot_month][0])
-    assert "future value: fitted" in first and "stage model: done" in first
+    assert "future value: fitted" in first and "stage tiers: done" in first
     row_json = " ".join(r.row_json for r in _snapshot(spark, cfg.output, "quarantine")
                         .select("row_json").collect())
     for place, content in (("logs", text), ("raw run's logs", first), ("report", report),
