@@ -270,8 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _package(args)
     if args.command == "submit":
         return _submit(args, extra, job_args or [])
+    key = None
     try:
         cfg = load_config(args.config, _overrides(args))
+        if args.command == "run":
+            from cvm_spark.privacy import run_key
+
+            key = run_key(cfg.privacy)  # a missing key fails here, before Spark starts
     except ConfigError as exc:
         print(f"cvm: config error: {exc}", file=sys.stderr)
         return 2
@@ -287,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from cvm_spark.locking import SnapshotLockedError
+    from cvm_spark.privacy import WarehouseModeError
     from cvm_spark.report import ReportError
     from cvm_spark.validate import InputSchemaError
 
@@ -335,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate,
                                retrain=not args.reuse_models,
                                code_version=detect_code_version(), started_at=started_at,
-                               break_lock=args.break_lock)
+                               break_lock=args.break_lock, pseudonym_key=key)
         print(summary.render())
         if args.report is not None:
             path = write_report(spark, cfg, args.report or None)
@@ -349,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as exc:
         print(f"cvm: report error: {exc}", file=sys.stderr)
         return 4
+    except WarehouseModeError as exc:
+        print(f"cvm: privacy: {exc}", file=sys.stderr)
+        return 2
     except SnapshotLockedError as exc:
         print(f"cvm: {exc}", file=sys.stderr)
         return EXIT_LOCKED

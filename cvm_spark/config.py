@@ -96,18 +96,98 @@ class InputsConfig:
         return path, override.format or self.format
 
 
+# Folders the job writes under ``<warehouse>`` besides ``<database>/<table>``: fitted models,
+# the catalog's database folder (cvm_spark.delta_io.create_database) and the run locks
+# (cvm_spark.locking).
+CATALOG_DIR = "_catalog"
+LOCKS_DIR = "_locks"
+WAREHOUSE_DIRS = ("_models", CATALOG_DIR, LOCKS_DIR)
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where the Delta tables go and how they are named in the catalog."""
+    """Where the Delta tables go and how they are named in the catalog.
+
+    ``warehouse`` is the root of everything the job writes: every write location is built by
+    :meth:`location` and refused when it would resolve outside the root (``..``, an absolute
+    part, or, for local paths, a symlink inside the warehouse that points elsewhere).
+    """
 
     warehouse: str = "warehouse"
     database: str = "cvm"
     target_file_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
+        _check(bool(self.warehouse.strip()), "warehouse must not be blank")
+        _check("\x00" not in self.warehouse, "warehouse must not contain a NUL character")
         _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database) is not None,
                f"database must be a plain SQL identifier, got {self.database!r}")
         _check(self.target_file_rows >= 1000, "target_file_rows must be >= 1000")
+        from cvm_spark.tables import TABLE_DESCRIPTIONS
+
+        # symlinks that exist now; write paths are checked again when they are used
+        for table in TABLE_DESCRIPTIONS:
+            self.location(self.database, table)
+        for folder in WAREHOUSE_DIRS:
+            self.location(folder)
+
+    def location(self, *parts: str) -> str:
+        """``<warehouse>/<parts...>``, refused if it resolves outside the warehouse.
+
+        Local paths come back absolute and resolved (symlinks followed); URIs
+        (``hdfs://``, ``s3a://``) as given, checked lexically only.
+
+        Raises:
+            ConfigError: a part is empty, ``.``/``..`` or contains a separator, or the
+                resolved location is outside the resolved warehouse (a symlink escape).
+        """
+        for part in parts:
+            if not part or part in (".", "..") or any(c in part for c in "/\\\x00"):
+                raise ConfigError(f"output: write location part {part!r} under the warehouse "
+                                  "must be a plain name")
+        if _is_uri(self.warehouse):
+            return "/".join([self.warehouse.rstrip("/"), *parts])
+        root = Path(self.warehouse).resolve()
+        target = root.joinpath(*parts).resolve()
+        if not target.is_relative_to(root):
+            raise ConfigError(
+                f"output.warehouse: {'/'.join(parts)} resolves to {target}, outside the "
+                f"warehouse {root} (a symlink pointing out of it?); every write stays inside "
+                "output.warehouse")
+        return str(target)
+
+
+PRIVACY_KEY_ENV = "CVM_PSEUDONYM_SECRET"
+# privacy keys that exist; any other key there that looks like a secret gets a clear refusal
+_PRIVACY_FIELDS = ("pseudonymise", "key_env", "key_file")
+_SECRET_LIKE = re.compile(r"key|secret|salt|pepper|password|token", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Pseudonymous account keys for the BI-facing tables (docs/reliability/privacy.md).
+
+    The key itself is never part of the config: it is read at the job's edge from the
+    environment variable named by ``key_env`` or, when ``key_file`` is set, from that file.
+    """
+
+    pseudonymise: bool = False
+    key_env: str = PRIVACY_KEY_ENV
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        # the value is not echoed: a key pasted here by mistake must not reach a log
+        # upper case only: a hex or base64 key pasted here by mistake does not pass, so the
+        # "variable not set" message (which names key_env) cannot print it
+        _check(re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", self.key_env) is not None,
+               "key_env must be the name of an environment variable (upper-case letters, "
+               "digits, _; at most 64), not the key itself")
+        _check(self.key_file is None or bool(self.key_file.strip()),
+               "key_file must not be blank (leave it out to read key_env)")
 
 
 @dataclass(frozen=True)
@@ -450,6 +530,7 @@ class CvmConfig:
     clv: ClvConfig = field(default_factory=lambda: _model_configs()["ClvConfig"]())
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     spark: dict[str, str] = field(default_factory=dict)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         _check(self.version == CONFIG_VERSION,
@@ -471,6 +552,14 @@ class CvmConfig:
         _check(self.rfm.window_months in self.features.windows_months,
                f"rfm.window_months ({self.rfm.window_months}) must be one of "
                f"features.windows_months {self.features.windows_months}")
+        if self.privacy.pseudonymise:
+            from cvm_spark.schemas import ACCOUNT_ID
+
+            on_id = [c.name for c in self.tiers.campaigns
+                     if any(cond.column == ACCOUNT_ID for cond in c.conditions)]
+            _check(not on_id, f"tiers.campaigns {on_id}: a condition on {ACCOUNT_ID} would put "
+                   "raw account ids in campaign_targets.reason; not allowed with "
+                   "privacy.pseudonymise")
 
     @property
     def snapshot(self) -> date:
@@ -582,6 +671,19 @@ def _build(cls: Any, data: dict[str, Any], path: str) -> Any:
         raise ConfigError(f"{prefix}{exc}") from None
 
 
+def _refuse_literal_key(data: dict[str, Any]) -> None:
+    """Refuse a pseudonym key written into the config (file or ``--set``), value unechoed."""
+    privacy = data.get("privacy")
+    if not isinstance(privacy, dict):
+        return
+    for name in privacy:
+        if str(name) not in _PRIVACY_FIELDS and _SECRET_LIKE.search(str(name)):
+            raise ConfigError(
+                f"privacy.{name}: the pseudonym key is never read from the config; put it in "
+                "the environment variable named by privacy.key_env (default "
+                f"{PRIVACY_KEY_ENV}) or in the file named by privacy.key_file")
+
+
 class _ConfigLoader(yaml.SafeLoader):
     """``yaml.safe_load`` (no object construction) with two changes for config files.
 
@@ -629,6 +731,7 @@ def load_config_dict(data: dict[str, Any]) -> CvmConfig:
     """Validate a plain mapping (as parsed from YAML) into a :class:`CvmConfig`."""
     if not isinstance(data, dict):
         raise ConfigError("config: the file must hold a mapping at the top level")
+    _refuse_literal_key(data)
     return _build(CvmConfig, data, "")
 
 

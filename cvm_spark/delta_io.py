@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date
-from pathlib import Path
 from typing import Literal
 
 from delta.exceptions import MetadataChangedException, ProtocolChangedException
@@ -27,7 +26,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from cvm_spark.config import OutputConfig
+from cvm_spark.config import CATALOG_DIR, OutputConfig
 from cvm_spark.locking import table_write_guard
 from cvm_spark.schemas import SNAPSHOT_MONTH
 from cvm_spark.tables import TABLE_DESCRIPTIONS, column_comment
@@ -70,10 +69,13 @@ class OutputSchemaError(ValueError):
 
 
 def table_path(output: OutputConfig, table: str) -> str:
-    """Location of an output table: absolute for local paths, as given for URIs."""
-    if "://" in output.warehouse:
-        return f"{output.warehouse.rstrip('/')}/{output.database}/{table}"
-    return str((Path(output.warehouse) / output.database / table).resolve())
+    """Location of an output table: absolute for local paths, as given for URIs.
+
+    Raises:
+        ConfigError: the location would resolve outside ``output.warehouse`` (a symlink
+            escape; see :meth:`cvm_spark.config.OutputConfig.location`).
+    """
+    return output.location(output.database, table)
 
 
 def qualified_name(output: OutputConfig, table: str) -> str:
@@ -99,7 +101,8 @@ def _comments(df: DataFrame, table: str) -> dict[str, str]:
     return comments
 
 
-def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> None:
+def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str,
+                  properties: dict[str, str] | None = None) -> None:
     comments = _comments(df, table)
     builder = (DeltaTable.createIfNotExists(spark)
                .location(path)
@@ -108,7 +111,7 @@ def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
     for fld in df.schema.fields:
         builder = builder.addColumn(fld.name, fld.dataType, nullable=True,
                                     comment=comments[fld.name])
-    for key, value in TABLE_PROPERTIES.items():
+    for key, value in {**(properties or {}), **TABLE_PROPERTIES}.items():
         builder = builder.property(key, value)
     try:
         builder.execute()
@@ -160,7 +163,7 @@ def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
 
 
 def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date,
-                   mode: WriteMode = "replace") -> int:
+                   mode: WriteMode = "replace", properties: dict[str, str] | None = None) -> int:
     """Write one snapshot month of an output table: replace it (default) or append to it.
 
     ``replace`` is ``overwrite`` with ``replaceWhere snapshot_month = <snapshot>``: the
@@ -183,6 +186,8 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
         output: the warehouse settings.
         snapshot: first day of the snapshot month.
         mode: ``replace`` or ``append``.
+        properties: extra table properties set when the write creates the table (e.g. the
+            pseudonym key id, :func:`cvm_spark.privacy.table_properties`).
 
     Returns:
         The number of rows written (counted while writing, not by a second pass).
@@ -210,7 +215,8 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     with table_write_guard(output, table):
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                rows = _write_once(df, table, path, output, snapshot, mode, attempt)
+                rows = _write_once(df, table, path, output, snapshot, mode, attempt,
+                                   properties)
                 break
             except RETRYABLE_CONFLICTS as exc:
                 if attempt == COMMIT_ATTEMPTS:
@@ -226,11 +232,11 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
 
 
 def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snapshot: date,
-                mode: WriteMode, attempt: int) -> int:
+                mode: WriteMode, attempt: int, properties: dict[str, str] | None) -> int:
     """One attempt of :func:`write_snapshot`: create or check the table, then one commit."""
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, path):
-        _create_table(spark, df, table, path)
+        _create_table(spark, df, table, path, properties)
     # also after creating: the table may come from a concurrent writer
     df = _align_schema(spark, df, table, path)
     observation = Observation(f"write_{table}_{attempt}")
@@ -254,13 +260,27 @@ def _normalise_location(location: str) -> str:
     return location.rstrip("/")
 
 
+def create_database(spark: SparkSession, output: OutputConfig) -> None:
+    """``CREATE DATABASE IF NOT EXISTS <database>`` with its folder inside the warehouse.
+
+    The catalog creates a folder for a new database (by default under
+    ``spark.sql.warehouse.dir``, i.e. ``./spark-warehouse`` of the working directory); it is
+    put at ``<warehouse>/_catalog/<database>.db`` so every write stays inside
+    ``output.warehouse``. The tables themselves are external (their own locations), and
+    that folder stays empty.
+    """
+    location = output.location(CATALOG_DIR, f"{output.database}.db")
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database} "
+              f"LOCATION {_sql_literal(location)}")
+
+
 def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) -> None:
     """Point ``<database>.<table>`` at ``path`` (an external table: dropping it keeps data).
 
     Also (re)creates the ``<table>_latest`` view, so it carries columns added by this write.
     """
     name = qualified_name(output, table)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database}")
+    create_database(spark, output)
     registered = False
     if spark.catalog.tableExists(name):
         location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]

@@ -59,7 +59,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from cvm_spark.config import OutputConfig
+from cvm_spark.config import LOCKS_DIR, OutputConfig
 
 try:  # POSIX only; without it the table write guard is a no-op (see table_write_guard)
     import fcntl
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCKS_DIR = "_locks"
 TAKEOVER_SUFFIX = ".takeover"
 # How often a lock that is there but unreadable (being written on HDFS) is read again, and
 # how long to wait between reads.
@@ -224,9 +223,17 @@ def _local_path(location: str) -> str:
 
 
 def lock_dir(output: OutputConfig) -> str:
-    """``<warehouse>/_locks/<database>``: absolute for local paths, as given for URIs."""
+    """``<warehouse>/_locks/<database>``: absolute for local paths, as given for URIs.
+
+    Raises:
+        ConfigError: a local lock folder that resolves outside the warehouse (a symlink
+            escape; see :meth:`cvm_spark.config.OutputConfig.location`).
+    """
     if is_local(output.warehouse):
-        return str((Path(_local_path(output.warehouse)) / LOCKS_DIR / output.database).resolve())
+        if output.warehouse.startswith("file:"):
+            return str((Path(_local_path(output.warehouse)) / LOCKS_DIR
+                        / output.database).resolve())
+        return output.location(LOCKS_DIR, output.database)
     return f"{output.warehouse.rstrip('/')}/{LOCKS_DIR}/{output.database}"
 
 

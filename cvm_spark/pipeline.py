@@ -24,6 +24,14 @@ from cvm_spark.config import CvmConfig
 from cvm_spark.delta_io import read_table, register_tables, table_path, write_snapshot
 from cvm_spark.features import BTYD_COLUMNS, compute_features
 from cvm_spark.locking import snapshot_lock
+from cvm_spark.privacy import (
+    PseudonymKey,
+    check_warehouse,
+    pseudonymise,
+    redact_plans,
+    run_key,
+    table_properties,
+)
 from cvm_spark.rfm import score_rfm
 from cvm_spark.run_log import CodeVersion, write_run_log
 from cvm_spark.schemas import SNAPSHOT_MONTH
@@ -36,6 +44,8 @@ SUMMARY_METRICS = ("rmse", "baseline_rmse", "mae", "r2", "r", "alpha", "a", "b",
                    "log_likelihood", "converged")
 # written by the model steps, in this order
 MODEL_TABLES = ("model_metrics", "value_scores", "tiers", "campaign_targets", "tier_summary")
+# the tables written through _write (run_log has its own writer and no account data)
+PIPELINE_TABLES = ("quarantine", "features", "rfm", *MODEL_TABLES)
 
 
 @dataclass
@@ -134,14 +144,15 @@ def default_run_id(cfg: CvmConfig) -> str:
 
 def model_root(cfg: CvmConfig) -> str:
     """Where fitted models are saved: ``<warehouse>/_models`` (versioned by snapshot)."""
-    return f"{cfg.output.warehouse.rstrip('/')}/_models"
+    return cfg.output.location("_models")
 
 
 def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                  generate: bool = False, retrain: bool = True,
                  on_stage: Callable[[str, RunSummary], Any] | None = None,
                  code_version: CodeVersion | None = None,
-                 started_at: datetime | None = None, break_lock: bool = False) -> RunSummary:
+                 started_at: datetime | None = None, break_lock: bool = False,
+                 pseudonym_key: PseudonymKey | None = None) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
 
     The run holds the snapshot month's lock (:func:`cvm_spark.locking.snapshot_lock`) from
@@ -159,6 +170,8 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         started_at: the run's start time, recorded in run_log as metadata (from the caller).
         break_lock: take over the month's lock even when its holder cannot be shown to be
             dead (``cvm run --break-lock``; only after making sure that run is not running).
+        pseudonym_key: with ``cfg.privacy.pseudonymise``, the key (``cvm run`` reads it
+            before Spark starts); read from the environment or key file when not given.
 
     Returns:
         A :class:`RunSummary`.
@@ -166,13 +179,17 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
     Raises:
         SnapshotLockedError: another run of the month holds the lock; nothing was read or
             written.
+        PseudonymKeyError: pseudonymisation is on and there is no usable key.
+        WarehouseModeError: the warehouse was written in the other privacy mode or with
+            another key (raised before anything is written).
     """
+    key = run_key(cfg.privacy, pseudonym_key)
     run_id = run_id or default_run_id(cfg)
     with snapshot_lock(cfg.output, cfg.snapshot, run_id, spark=spark,
                        app_id=_application_id(spark), started_at=started_at,
                        break_lock=break_lock):
         return _run_locked(spark, cfg, run_id, generate, retrain, on_stage, code_version,
-                           started_at)
+                           started_at, key)
 
 
 def _application_id(spark: SparkSession) -> str | None:
@@ -184,7 +201,8 @@ def _application_id(spark: SparkSession) -> str | None:
 
 def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool,
                 retrain: bool, on_stage: Callable[[str, RunSummary], Any] | None,
-                code_version: CodeVersion | None, started_at: datetime | None) -> RunSummary:
+                code_version: CodeVersion | None, started_at: datetime | None,
+                key: PseudonymKey | None) -> RunSummary:
     """The body of :func:`run_snapshot`, run while the snapshot's lock is held."""
     snapshot = cfg.snapshot
     summary = RunSummary(run_id=run_id, snapshot_month=snapshot.isoformat())
@@ -202,6 +220,9 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
         done("generate")
 
     register_tables(spark, cfg.output)
+    check_warehouse(spark, cfg.output, PIPELINE_TABLES, key)
+    if key is not None:
+        redact_plans(spark)
     with _stage(summary, "validate"):
         validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
         try:
@@ -218,22 +239,23 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
                                               if r != "accepted"}
     done("validate")
     features: DataFrame | None = None
+    rfm: DataFrame | None = None
     try:
         with _stage(summary, "quarantine"):
-            _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg)
+            _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg, key)
         done("quarantine")
         with _stage(summary, "features"):
             features = compute_features(
                 validated.accepted("accounts"), validated.accepted("transactions"),
                 validated.accepted("monthly_product"), snapshot, cfg.features,
                 cfg.validation.product_lines).persist()
-            _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg)
+            _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg, key)
         done("features")
         with _stage(summary, "rfm"):
-            _write(summary, score_rfm(features, cfg.rfm), "rfm", cfg)
-            # count segments on the written snapshot (small) rather than recomputing RFM
-            rfm = read_table(spark, cfg.output, "rfm").where(
-                F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
+            # kept (not re-read from the table): the model joins segments on account_id,
+            # which a pseudonymised table does not have; counting segments reads it too
+            rfm = score_rfm(features, cfg.rfm).persist()
+            _write(summary, rfm, "rfm", cfg, key)
             summary.segments = segment_counts(rfm)
         done("rfm")
         from cvm_spark.model import run_value_model
@@ -247,7 +269,7 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
         try:
             for table in MODEL_TABLES:
                 with _stage(summary, f"write_{table}"):
-                    _write(summary, getattr(outputs, table), table, cfg)
+                    _write(summary, getattr(outputs, table), table, cfg, key)
         finally:
             outputs.unpersist()
         with _stage(summary, "model_summary"):
@@ -268,12 +290,21 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
     finally:
         if features is not None:
             features.unpersist()
+        if rfm is not None:
+            rfm.unpersist()
         validated.unpersist()
     return summary
 
 
-def _write(summary: RunSummary, df: DataFrame, table: str, cfg: CvmConfig) -> None:
-    summary.rows_written[table] = write_snapshot(df, table, cfg.output, cfg.snapshot)
+def _write(summary: RunSummary, df: DataFrame, table: str, cfg: CvmConfig,
+           key: PseudonymKey | None) -> None:
+    """Write one output table; with a key, pseudonymised here (the one place for all)."""
+    if table not in PIPELINE_TABLES:  # check_warehouse checks those before the first write
+        raise ValueError(f"{table} is not in PIPELINE_TABLES")
+    if key is not None:
+        df = pseudonymise(df, key)
+    summary.rows_written[table] = write_snapshot(df, table, cfg.output, cfg.snapshot,
+                                                 properties=table_properties(key))
     summary.tables[table] = table_path(cfg.output, table)
 
 

@@ -30,7 +30,8 @@ from pyspark.sql import functions as F
 
 from cvm_spark.config import CvmConfig, OutputConfig
 from cvm_spark.delta_io import read_table, table_path
-from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
+from cvm_spark.privacy import account_column
+from cvm_spark.schemas import SNAPSHOT_MONTH
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,17 @@ def previous_snapshot(spark: SparkSession, output: OutputConfig, snapshot: date)
 def tier_migration(previous: DataFrame, current: DataFrame) -> DataFrame:
     """Accounts per (previous tier, current tier) between two snapshots of ``tiers``.
 
-    A full outer join on ``account_id``: accounts scored in only one snapshot are counted
-    under :data:`NEW_ACCOUNT` (previous side) or :data:`GONE_ACCOUNT` (current side).
+    A full outer join on ``account_id`` (``account_key`` in a pseudonymised warehouse):
+    accounts scored in only one snapshot are counted under :data:`NEW_ACCOUNT` (previous
+    side) or :data:`GONE_ACCOUNT` (current side).
 
     Returns:
         ``prev_tier``, ``tier``, ``accounts`` (one row per pair that occurs).
     """
-    prev = previous.select(ACCOUNT_ID, F.col("tier").alias("prev_tier"))
-    cur = current.select(ACCOUNT_ID, "tier")
-    joined = prev.join(cur, on=ACCOUNT_ID, how="full")
+    account = account_column(current)
+    prev = previous.select(account, F.col("tier").alias("prev_tier"))
+    cur = current.select(account, "tier")
+    joined = prev.join(cur, on=account, how="full")
     return (joined.select(F.coalesce("prev_tier", F.lit(NEW_ACCOUNT)).alias("prev_tier"),
                           F.coalesce("tier", F.lit(GONE_ACCOUNT)).alias("tier"))
             .groupBy("prev_tier", "tier").agg(F.count(F.lit(1)).alias("accounts")))

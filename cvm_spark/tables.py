@@ -32,6 +32,9 @@ _FIXED: dict[str, str] = {
     # keys and slicing attributes
     "snapshot_month": "First day of the month the snapshot is taken as of (partition column).",
     "account_id": "Account identifier from the accounts table.",
+    "account_key": "Pseudonymous account key: HMAC-SHA256 of account_id under the pseudonym "
+                   "key (privacy.pseudonymise), lower-case hex; the same account has the same "
+                   "key in every table and snapshot written with that key.",
     "customer_type": "Customer type from the accounts table (e.g. individual, enterprise).",
     "region": "Region from the accounts table.",
     "acquisition_channel": "Acquisition channel from the accounts table.",
@@ -141,7 +144,10 @@ _FIXED: dict[str, str] = {
     "reason": "Quarantine: reason code (docs/data-contract.md). Campaign targets: why the "
               "account was targeted, with the values of the rule's columns.",
     "row_json": "The original row as read, as JSON (values after reading, before casting); "
-                "for a CSV line that did not parse, also its text under _malformed_line.",
+                "for a CSV line that did not parse, also its text under _malformed_line. "
+                "With privacy.pseudonymise: contract columns only, account identifiers "
+                "replaced by their account_key, personal attributes left out (so no "
+                "_malformed_line).",
     "run_id": "Identifier of the run that wrote the row.",
     # run log
     "run_seq": "Run number within the snapshot: 1 for the first run logged for the month, "

@@ -23,7 +23,12 @@ from urllib.parse import urlparse
 from pyspark.sql import SparkSession
 
 from cvm_spark.config import OutputConfig
-from cvm_spark.delta_io import latest_view_name, qualified_name, register_tables
+from cvm_spark.delta_io import (
+    create_database,
+    latest_view_name,
+    qualified_name,
+    register_tables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +182,7 @@ def serve(spark: SparkSession, output: OutputConfig, host: str, port: int,
     if not tables:
         log.warning("no output tables under %s/%s; serving an empty database",
                     output.warehouse, output.database)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database}")
+    create_database(spark, output)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,6 +4,7 @@ asks for a re-run)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,14 +56,45 @@ def e2e_config(base_config, tmp_path_factory):
     return load_config_dict(data)
 
 
+class LogLines(logging.Handler):
+    """Collects the formatted records of a logger (attach with :meth:`capture`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def capture(self, name: str = "cvm_spark"):
+        """Context manager: every record of ``name`` at DEBUG and above goes to ``lines``."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def attached():
+            logger = logging.getLogger(name)
+            level = logger.level
+            logger.addHandler(self)
+            logger.setLevel(logging.DEBUG)
+            try:
+                yield self
+            finally:
+                logger.removeHandler(self)
+                logger.setLevel(level)
+
+        return attached()
+
+
 class SnapshotRuns:
     """The runs made on the shared end-to-end warehouse, in order, per snapshot month.
 
     Every run of that warehouse goes through here, so a test can compare the run log with
     every run made so far, whichever tests ran before it. The first run generates the data
     (for the config's own snapshot month). Runs get a fixed start time and code version so
-    the run log has known values. The physical plans of every Spark execution of the first
-    run are recorded by ``plan_recorder`` (tests/plan_check.py; checked by tests/test_plans.py).
+    the run log has known values. The ``cvm_spark`` log lines of each run are kept in
+    ``logs`` (the privacy tests read them). The physical plans of every Spark execution of the
+    first run are recorded by ``plan_recorder`` (tests/plan_check.py; checked by
+    tests/test_plans.py).
     """
 
     CODE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -71,6 +103,7 @@ class SnapshotRuns:
         self.spark, self.cfg = spark, cfg
         self.runs: dict[str, list] = {}
         self.started: dict[str, list[datetime]] = {}
+        self.logs: dict[str, list[list[str]]] = {}
         self._generated = False
         self.plan_recorder = None   # tests/plan_check.PlanRecorder of the first run
 
@@ -91,15 +124,17 @@ class SnapshotRuns:
                                 code_version=CodeVersion(git_commit=self.CODE_COMMIT),
                                 started_at=started)
 
-        if self._generated:
-            summary = run()
-        else:
-            from plan_check import PlanRecorder
-
-            self.plan_recorder = PlanRecorder(self.spark)
-            with self.plan_recorder:
+        with LogLines().capture() as lines:
+            if self._generated:
                 summary = run()
+            else:
+                from plan_check import PlanRecorder
+
+                self.plan_recorder = PlanRecorder(self.spark)
+                with self.plan_recorder:
+                    summary = run()
         self._generated = True
+        self.logs.setdefault(month, []).append(lines.lines)
         self.runs.setdefault(month, []).append(summary)
         self.started.setdefault(month, []).append(started)
         return summary

@@ -351,8 +351,9 @@ def test_write_is_retried_when_another_writer_creates_or_alters_the_table(spark,
     real_create, real_write = delta_io._create_table, delta_io._write_once
     calls = []
 
-    def racing_create(spark_, df, table, path):
-        real_create(spark_, _frame(spark, NOV, ["z"]), table, path)   # the other run wins
+    def racing_create(spark_, df, table, path, properties=None):
+        # the other run wins
+        real_create(spark_, _frame(spark, NOV, ["z"]), table, path, properties)
         calls.append("create")
         raise ProtocolChangedException(message="The protocol version of the Delta table has "
                                                "been changed by a concurrent update.")
