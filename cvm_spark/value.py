@@ -29,13 +29,25 @@ def decay_weight(months_before: Column, decay: float) -> Column:
     return F.pow(F.lit(decay), F.floor((months_before - 1) / 12) + 1)
 
 
+def _decay_prefix(months: Column, decay: float) -> Column:
+    """Sum of decay weights for months_before = 1..``months`` (0 when ``months`` <= 0).
+
+    Closed form of :func:`decay_weight` summed: ``Y = floor(M / 12)`` whole years weigh
+    ``12 * (q + q^2 + ... + q^Y)`` and the ``M mod 12`` months left weigh ``q^(Y+1)`` each.
+    """
+    m = F.greatest(months, F.lit(0))
+    years = F.floor(m / 12)
+    rest = m - years * 12
+    q = F.lit(decay)
+    whole = (years * q) if decay == 1.0 else q * (1 - F.pow(q, years)) / (1 - q)
+    return F.lit(12.0) * whole + rest * F.pow(q, years + 1)
+
+
 def _decay_sum(first: Column, last: Column, decay: float) -> Column:
     """Sum of decay weights for months_before = first..last (0 when last < first)."""
-    return F.when(
-        last >= first,
-        F.aggregate(F.sequence(first, F.greatest(first, last)), F.lit(0.0),
-                    lambda acc, m: acc + decay_weight(m, decay)),
-    ).otherwise(F.lit(0.0))
+    return F.when(last >= first,
+                  _decay_prefix(last, decay) - _decay_prefix(first - 1, decay)
+                  ).otherwise(F.lit(0.0))
 
 
 def current_and_historical(monthly_product: DataFrame, base: DataFrame, snapshot: date,

@@ -189,3 +189,18 @@ def test_percentile_scale_of_a_column_without_finite_cut_points(spark):
                                 "account_id string, x double")
     got = {r.account_id: r.x_pct for r in percentile_scale(inf, ["x"], 10).collect()}
     assert got == {"a": 50.0, "b": 50.0, "c": None}
+
+
+@pytest.mark.parametrize("decay", [0.9, 1.0, 0.5])
+def test_decay_sum_closed_form_equals_the_sum_of_weights(spark, decay):
+    """``_decay_sum`` (closed form) equals q^(floor((m-1)/12)+1) summed month by month."""
+    from cvm_spark.value import _decay_sum
+
+    pairs = [(f, la) for f in (1, 2, 11, 12, 13, 25, 40) for la in (0, 1, 12, 13, 24, 37, 150)]
+    df = spark.createDataFrame(pairs, "first int, last int")
+    got = {(r["first"], r["last"]): r.s for r in
+           df.select("first", "last", _decay_sum(F.col("first"), F.col("last"), decay)
+                     .alias("s")).collect()}
+    for f, la in pairs:
+        want = sum(decay ** ((m - 1) // 12 + 1) for m in range(f, la + 1))
+        assert got[(f, la)] == pytest.approx(want, rel=1e-12, abs=1e-12), (f, la)
