@@ -7,14 +7,13 @@ snapshot month, ``k`` months back from it, the current window is ``k < C``
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from datetime import date
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.config import ValueConfig
+from cvm_spark.cuts import CutPoints, bucketize
 from cvm_spark.features import months_back
 from cvm_spark.schemas import ACCOUNT_ID
 from cvm_spark.validate import _month_end
@@ -191,86 +190,25 @@ def percentile_scale(df: DataFrame, columns: list[str], points: int,
     Cut points are ``points - 1`` quantiles from one ``percentile_approx`` aggregate; only
     those few numbers per column reach the driver. The rank is the mid-rank
     ``(#cuts < v + #cuts <= v) / 2 / (points-1)`` so tied values (many zeros) share the
-    middle of their range. Nulls stay null.
-
-    The two counts come from one binary search per value over the distinct cut points
-    (``pyspark.ml.feature.Bucketizer``, compiled JVM code) and two literal arrays indexed by
-    its result (:class:`_RankLookup`). Earlier versions wrote the search as nested
-    ``CASE WHEN`` on literals: with 1,000 points that is ~4,000 expression nodes per column,
-    which made every plan downstream megabytes long and its generated code exceed the JVM's
-    64 KB method limit (Spark then falls back to interpreted evaluation); array filters with
-    lambdas were ~1000x slower.
+    middle of their range. Nulls stay null. The counts come from one binary search per
+    value (:mod:`cvm_spark.cuts`).
     """
-    from pyspark.ml.feature import Bucketizer
-
     probs = [i / points for i in range(1, points)]
     row = df.agg(*[F.percentile_approx(F.col(c), probs, accuracy).alias(c)
                    for c in columns]).first()
-    lookups: dict[str, _RankLookup | None] = {}
-    for c in columns:
-        cuts = None if row is None else row[c]
-        lookups[c] = _RankLookup([float(x) for x in cuts], points - 1) if cuts else None
-    searched = [c for c in columns if lookups[c] is not None and lookups[c].distinct]
-    bucket = {c: f"__pct_bucket_{i}" for i, c in enumerate(searched)}
-    out = df
-    if searched:
-        out = Bucketizer(inputCols=searched, outputCols=[bucket[c] for c in searched],
-                         splitsArray=[lookups[c].splits for c in searched],
-                         handleInvalid="keep").transform(df)
+    cuts = {c: CutPoints([float(x) for x in row[c]]) for c in columns
+            if row is not None and row[c]}
+    out, buckets = bucketize(df, cuts)
+    n = float(points - 1)
 
     def pct(c: str) -> Column:
-        lookup = lookups[c]
-        if lookup is None:
+        if c not in cuts:
             return F.lit(None).cast("double")
-        return lookup.rank(F.col(c), F.col(bucket[c]) if c in bucket else None)
+        v, bucket = F.col(c), buckets.get(c)
+        mid = (cuts[c].below(v, bucket) + cuts[c].at_or_below(v, bucket)) / 2.0
+        return F.when(v.isNotNull(), F.round(mid / n * 100.0, 4))
 
     return out.select(*df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
-
-
-class _RankLookup:
-    """Mid-rank of a value among sorted cut points, from its bucket among the distinct ones.
-
-    Spark orders doubles ``-inf < finite < +inf < NaN``; the counts below follow it. For the
-    finite cuts, ``splits`` are ``[-inf, u_1, ..., u_m, +inf]`` over their distinct values
-    ``u``, so a finite value's bucket ``b`` (0..m) is the number of ``u_j <= v``. Then
-    ``#cuts <= v = le[b]``, and ``#cuts < v = lt[b]`` when ``v == u_b``, else ``le[b]``,
-    both read from literal arrays (cuts at -inf count below every finite value). Infinite
-    and NaN values get their counts without a search.
-    """
-
-    def __init__(self, cuts: list[float], n: int) -> None:
-        self.n = n
-        self.neg = sum(1 for x in cuts if x == -math.inf)
-        self.pos = sum(1 for x in cuts if x == math.inf)
-        self.nan = sum(1 for x in cuts if math.isnan(x))
-        counts = Counter(x for x in cuts if math.isfinite(x))
-        self.distinct = sorted(counts)
-        self.le, self.lt = [self.neg], [self.neg]
-        running = self.neg
-        for u in self.distinct:
-            self.lt.append(running)
-            running += counts[u]
-            self.le.append(running)
-        self.splits = [-math.inf, *self.distinct, math.inf]
-
-    def rank(self, v: Column, bucket: Column | None) -> Column:
-        """The 0..100 mid-rank of ``v`` (null stays null); ``bucket``: its Bucketizer index,
-        None when there are no finite cuts."""
-        if bucket is None:
-            finite = F.lit(float(self.neg))
-        else:
-            # 1-based index into the arrays; NaN's extra bucket is clamped (not used for NaN)
-            b = F.least(bucket.cast("int"), F.lit(len(self.distinct))) + 1
-            le = F.element_at(F.lit(self.le), b)
-            at_cut = F.element_at(F.lit([math.nan, *self.distinct]), b) == v
-            lt = F.when(at_cut, F.element_at(F.lit(self.lt), b)).otherwise(le)
-            finite = (lt + le) / 2.0
-        n_finite = self.le[-1] - self.neg
-        mid = (F.when(F.isnan(v), F.lit(self.n - self.nan / 2.0))
-               .when(v == F.lit(math.inf), F.lit(self.neg + n_finite + self.pos / 2.0))
-               .when(v == F.lit(-math.inf), F.lit(self.neg / 2.0))
-               .otherwise(finite))
-        return F.when(v.isNotNull(), F.round(mid / float(self.n) * 100.0, 4))
 
 
 def contribution_value(cfg: ValueConfig) -> Column:

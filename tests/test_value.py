@@ -204,3 +204,26 @@ def test_decay_sum_closed_form_equals_the_sum_of_weights(spark, decay):
     for f, la in pairs:
         want = sum(decay ** ((m - 1) // 12 + 1) for m in range(f, la + 1))
         assert got[(f, la)] == pytest.approx(want, rel=1e-12, abs=1e-12), (f, la)
+
+
+def test_cut_point_counts_below_and_at_or_below(spark):
+    """``CutPoints`` counts equal bisect_left / bisect_right over the cuts (Spark's order)."""
+    from cvm_spark.cuts import CutPoints, bucketize
+
+    cuts = [-math.inf, -2.0, 0.0, 0.0, 0.0, 1.5, 7.0, 7.0, math.inf, math.nan]
+    values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, x double")
+    cp = CutPoints(cuts)
+    out, buckets = bucketize(df, {"x": cp})
+    got = {r.i: (r.lt, r.le) for r in out.select(
+        "i", cp.below(F.col("x"), buckets["x"]).alias("lt"),
+        cp.at_or_below(F.col("x"), buckets["x"]).alias("le")).collect()}
+
+    def key(x: float) -> tuple[int, float]:
+        return (1, 0.0) if math.isnan(x) else (0, x)
+
+    keys = [key(c) for c in cuts]
+    for i, v in enumerate(values):
+        want = (None, None) if v is None else (bisect.bisect_left(keys, key(v)),
+                                               bisect.bisect_right(keys, key(v)))
+        assert got[i] == want, (v, got[i], want)
