@@ -11,6 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.config import CampaignCondition, QuadrantConfig, TierRule, TiersConfig
+from cvm_spark.cuts import CutPoints, bucketize
 from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
 
 DAYS_PER_MONTH = 30
@@ -19,15 +20,15 @@ DAYS_PER_MONTH = 30
 def abc_cut_buckets(df: DataFrame, value: str, cfg: TiersConfig) -> tuple[int, int]:
     """Bucket indices where classes A and B start (buckets ``>= a`` are A, ``>= b`` are B).
 
-    Accounts are put in ``abc.points`` approximate-quantile buckets of ``value`` (no global
-    sort); the bucket sums (at most ``points`` numbers) are collected and accumulated from
-    the top: a bucket is A while the value above it is below ``a_share`` of the total, so
-    the bucket that crosses the line is A (Pareto: "the accounts making up the top 80%").
+    ``df`` is :func:`abc_buckets` output: accounts in ``abc.points`` approximate-quantile
+    buckets of ``value`` (no global sort). The bucket sums (at most ``points`` numbers) are
+    collected and accumulated from the top: a bucket is A while the value above it is below
+    ``a_share`` of the total, so the bucket that crosses the line is A (Pareto: "the
+    accounts making up the top 80%").
     """
     points = cfg.abc.points
-    with_bucket = _abc_bucket(df, value, points)
     sums = {r["_bucket"]: float(r["s"] or 0.0)
-            for r in with_bucket.groupBy("_bucket").agg(F.sum(value).alias("s")).collect()}
+            for r in df.groupBy("_bucket").agg(F.sum(value).alias("s")).collect()}
     total = sum(v for v in sums.values() if v > 0)
     if total <= 0:
         return points + 1, points + 1          # nothing of value: every account is C
@@ -42,11 +43,17 @@ def abc_cut_buckets(df: DataFrame, value: str, cfg: TiersConfig) -> tuple[int, i
     return a_start, min(b_start, a_start)
 
 
-def _abc_bucket(df: DataFrame, value: str, points: int) -> DataFrame:
+def abc_buckets(df: DataFrame, value: str, points: int) -> DataFrame:
+    """``df`` with ``_bucket``: the number of the ``points - 1`` approximate quantiles of
+    ``value`` that are below the account's value (0 for a null value)."""
     probs = [i / points for i in range(1, points)]
-    cuts = df.agg(F.percentile_approx(F.col(value), probs, 10 * points).alias("_abc_cuts"))
-    bucket = F.size(F.filter(F.col("_abc_cuts"), lambda c: c < F.col(value)))
-    return df.crossJoin(F.broadcast(cuts)).select(*df.columns, bucket.alias("_bucket"))
+    row = df.agg(F.percentile_approx(F.col(value), probs, 10 * points).alias("c")).first()
+    if row is None or not row.c:
+        return df.select("*", F.lit(0).alias("_bucket"))
+    cuts = CutPoints([float(x) for x in row.c])
+    out, buckets = bucketize(df, {value: cuts})
+    below = cuts.below(F.col(value), buckets.get(value))
+    return out.select(*df.columns, F.coalesce(below, F.lit(0)).alias("_bucket"))
 
 
 def _in(col: str, values: list[str]) -> Column:
@@ -112,8 +119,8 @@ def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: 
     Returns:
         The tiers table columns (see tables.py).
     """
-    a_start, b_start = abc_cut_buckets(scores, "contribution_value", cfg)
-    df = _abc_bucket(scores, "contribution_value", cfg.abc.points)
+    df = abc_buckets(scores, "contribution_value", cfg.abc.points)
+    a_start, b_start = abc_cut_buckets(df, "contribution_value", cfg)
     pct = F.col("contribution_value_pct")
     base = df.select(
         "*",

@@ -6,10 +6,14 @@ earliest 2 months of data. Monthly facts start in June 2024.
 
 from __future__ import annotations
 
+import bisect
+import math
+import random
 from dataclasses import replace
 from datetime import date, datetime
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from cvm_spark.config import ValueConfig
@@ -139,3 +143,87 @@ def test_percentile_scale_and_contribution(spark):
     assert got["d"].future_value_pct is None
     expected_d = 0.2 * 100 + 0.55 * 100 + 0.05 * got["d"].influence_value_pct
     assert got["d"].cv == pytest.approx(expected_d)
+
+
+def _mid_ranks(values: list[float | None], cuts: list[float], n: int) -> list[float | None]:
+    """The mid-rank of each value among the cuts, by bisect (Spark's order: NaN is largest)."""
+    def key(x: float) -> tuple[int, float]:
+        return (1, 0.0) if math.isnan(x) else (0, x)
+
+    keys = [key(c) for c in cuts]
+    return [None if v is None else round(
+        (bisect.bisect_left(keys, key(v)) + bisect.bisect_right(keys, key(v))) / 2 / n * 100, 4)
+        for v in values]
+
+
+@pytest.mark.parametrize("special", [False, True], ids=["finite", "with-inf-and-nan"])
+def test_percentile_scale_equals_bisect_over_the_cut_points(spark, special):
+    """Every value's rank equals a binary search over the same cut points done in Python:
+    many ties (zeros, repeated values), nulls, and (second case) -inf, +inf and NaN."""
+    rng = random.Random(11)
+    values: list[float | None] = []
+    for _ in range(600):
+        r = rng.random()
+        values.append(None if r < 0.05 else 0.0 if r < 0.35 else float(rng.randint(1, 8))
+                      if r < 0.6 else round(rng.gauss(100, 40), 3))
+    if special:
+        values[:12] = [math.inf, -math.inf, math.nan] * 4
+    df = spark.createDataFrame([(f"a{i}", v) for i, v in enumerate(values)],
+                               "account_id string, x double")
+    points = 40
+    cuts = df.agg(F.percentile_approx("x", [i / points for i in range(1, points)], 10_000)
+                  .alias("c")).first().c
+    assert len(set(cuts)) < len(cuts)   # the data has tied cut points
+    got = {r.account_id: r.x_pct
+           for r in percentile_scale(df, ["x"], points).select("account_id", "x_pct").collect()}
+    want = _mid_ranks(values, cuts, points - 1)
+    for i, expected in enumerate(want):
+        assert got[f"a{i}"] == (None if expected is None else pytest.approx(expected, abs=1e-9)), \
+            (i, values[i])
+
+
+def test_percentile_scale_of_a_column_without_finite_cut_points(spark):
+    df = spark.createDataFrame([("a", None), ("b", None)], "account_id string, x double")
+    assert [r.x_pct for r in percentile_scale(df, ["x"], 10).collect()] == [None, None]
+    inf = spark.createDataFrame([("a", math.inf), ("b", math.inf), ("c", None)],
+                                "account_id string, x double")
+    got = {r.account_id: r.x_pct for r in percentile_scale(inf, ["x"], 10).collect()}
+    assert got == {"a": 50.0, "b": 50.0, "c": None}
+
+
+@pytest.mark.parametrize("decay", [0.9, 1.0, 0.5])
+def test_decay_sum_closed_form_equals_the_sum_of_weights(spark, decay):
+    """``_decay_sum`` (closed form) equals q^(floor((m-1)/12)+1) summed month by month."""
+    from cvm_spark.value import _decay_sum
+
+    pairs = [(f, la) for f in (1, 2, 11, 12, 13, 25, 40) for la in (0, 1, 12, 13, 24, 37, 150)]
+    df = spark.createDataFrame(pairs, "first int, last int")
+    got = {(r["first"], r["last"]): r.s for r in
+           df.select("first", "last", _decay_sum(F.col("first"), F.col("last"), decay)
+                     .alias("s")).collect()}
+    for f, la in pairs:
+        want = sum(decay ** ((m - 1) // 12 + 1) for m in range(f, la + 1))
+        assert got[(f, la)] == pytest.approx(want, rel=1e-12, abs=1e-12), (f, la)
+
+
+def test_cut_point_counts_below_and_at_or_below(spark):
+    """``CutPoints`` counts equal bisect_left / bisect_right over the cuts (Spark's order)."""
+    from cvm_spark.cuts import CutPoints, bucketize
+
+    cuts = [-math.inf, -2.0, 0.0, 0.0, 0.0, 1.5, 7.0, 7.0, math.inf, math.nan]
+    values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, x double")
+    cp = CutPoints(cuts)
+    out, buckets = bucketize(df, {"x": cp})
+    got = {r.i: (r.lt, r.le) for r in out.select(
+        "i", cp.below(F.col("x"), buckets["x"]).alias("lt"),
+        cp.at_or_below(F.col("x"), buckets["x"]).alias("le")).collect()}
+
+    def key(x: float) -> tuple[int, float]:
+        return (1, 0.0) if math.isnan(x) else (0, x)
+
+    keys = [key(c) for c in cuts]
+    for i, v in enumerate(values):
+        want = (None, None) if v is None else (bisect.bisect_left(keys, key(v)),
+                                               bisect.bisect_right(keys, key(v)))
+        assert got[i] == want, (v, got[i], want)
