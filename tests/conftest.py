@@ -55,13 +55,28 @@ def e2e_config(base_config, tmp_path_factory):
     return load_config_dict(data)
 
 
+def table_versions(output) -> dict[str, int]:
+    """The newest committed Delta version of every output table in a local warehouse
+    (-1: no table), read from the ``_delta_log`` folder listings."""
+    from cvm_spark.delta_io import table_path
+    from cvm_spark.tables import TABLE_DESCRIPTIONS
+
+    versions = {}
+    for table in TABLE_DESCRIPTIONS:
+        names = [p.name for p in (Path(table_path(output, table)) / "_delta_log").glob("*.json")]
+        versions[table] = max((int(n[:20]) for n in names if len(n) == 25 and n[:20].isdigit()),
+                              default=-1)
+    return versions
+
+
 class SnapshotRuns:
     """The runs made on the shared end-to-end warehouse, in order, per snapshot month.
 
     Every run of that warehouse goes through here, so a test can compare the run log with
     every run made so far, whichever tests ran before it. The first run generates the data
     (for the config's own snapshot month). Runs get a fixed start time and code version so
-    the run log has known values.
+    the run log has known values. ``history`` keeps, in run order, the month and every
+    table's Delta version after the run (for time travel to the state after any run).
     """
 
     CODE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -70,6 +85,7 @@ class SnapshotRuns:
         self.spark, self.cfg = spark, cfg
         self.runs: dict[str, list] = {}
         self.started: dict[str, list[datetime]] = {}
+        self.history: list[tuple[str, dict[str, int]]] = []
         self._generated = False
 
     def run(self, month: str | None = None):
@@ -89,6 +105,7 @@ class SnapshotRuns:
         self._generated = True
         self.runs.setdefault(month, []).append(summary)
         self.started.setdefault(month, []).append(started)
+        self.history.append((month, table_versions(self.cfg.output)))
         return summary
 
     def first(self, month: str | None = None):
