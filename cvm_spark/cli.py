@@ -28,11 +28,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from cvm_spark.config import ConfigError, CvmConfig, load_config
+from cvm_spark.config import ConfigError, CvmConfig, load_config, parse_yaml
 
 log = logging.getLogger("cvm_spark")
 
 DEFAULT_CONFIG = "conf/cvm.yaml"
+# another run of the same snapshot month holds its lock (nothing was read or written)
+EXIT_LOCKED = 5
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", nargs="?", const="", default=None, metavar="PATH",
                    help="after the run, write the HTML report (default path: "
                         "cvm_report_<YYYY-MM>.html)")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the snapshot month's lock left by a run that is not "
+                        "running any more (e.g. killed on another host); make sure it is not "
+                        "running first (docs/reliability/concurrency.md)")
 
     p = sub.add_parser(
         "report", help="write the HTML report of a snapshot from the Delta tables",
@@ -224,7 +230,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = parse_yaml(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: not valid YAML: {exc}") from None
     if args.snapshot:
         out["snapshot_month"] = args.snapshot
     for flag, key in (("accounts", "generator.accounts"), ("months", "generator.months"),
@@ -277,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_driver_class_path()
         return 0
 
+    from cvm_spark.locking import SnapshotLockedError
     from cvm_spark.report import ReportError
     from cvm_spark.validate import InputSchemaError
 
@@ -324,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate,
                                retrain=not args.reuse_models,
-                               code_version=detect_code_version(), started_at=started_at)
+                               code_version=detect_code_version(), started_at=started_at,
+                               break_lock=args.break_lock)
         print(summary.render())
         if args.report is not None:
             path = write_report(spark, cfg, args.report or None)
@@ -338,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as exc:
         print(f"cvm: report error: {exc}", file=sys.stderr)
         return 4
+    except SnapshotLockedError as exc:
+        print(f"cvm: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     finally:
         spark.stop()
 

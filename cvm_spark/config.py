@@ -1,6 +1,7 @@
 """Typed, validated configuration loaded from ``conf/*.yaml``.
 
-The YAML is read with ``yaml.safe_load`` (no object construction) and mapped onto frozen
+The YAML is read with a ``yaml.SafeLoader`` (no object construction) that also refuses a
+key given twice in one mapping and keeps dates as strings, and is mapped onto frozen
 dataclasses. A missing or unknown key, a wrong type or an impossible value raises
 :class:`ConfigError` naming the key's path (``rfm.bins``, ``features.windows_months[2]``)
 before any Spark work starts. The config object is passed down; nothing re-reads the file.
@@ -581,6 +582,49 @@ def _build(cls: Any, data: dict[str, Any], path: str) -> Any:
         raise ConfigError(f"{prefix}{exc}") from None
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` (no object construction) with two changes for config files.
+
+    * A key given twice in one mapping is an error; PyYAML would keep the last value
+      silently, so a second ``bins:`` under ``rfm`` would quietly win.
+    * Dates stay strings: ``snapshot_month: 2024-06-01`` and ``data_start: 2000-01-01``
+      without quotes are the strings the config expects, not ``datetime.date`` objects.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key!r} (first given on line {first + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse config YAML: safe, duplicate keys refused, dates kept as strings.
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML or repeats a key in a mapping.
+    """
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no objects built
+
+
 def load_config_dict(data: dict[str, Any]) -> CvmConfig:
     """Validate a plain mapping (as parsed from YAML) into a :class:`CvmConfig`."""
     if not isinstance(data, dict):
@@ -602,7 +646,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Cv
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = parse_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

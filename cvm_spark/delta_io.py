@@ -17,15 +17,18 @@ know which month is current.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from pathlib import Path
 from typing import Literal
 
+from delta.exceptions import MetadataChangedException, ProtocolChangedException
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from cvm_spark.config import OutputConfig
+from cvm_spark.locking import table_write_guard
 from cvm_spark.schemas import SNAPSHOT_MONTH
 from cvm_spark.tables import TABLE_DESCRIPTIONS, column_comment
 
@@ -43,6 +46,20 @@ TABLE_PROPERTIES: dict[str, str] = {
 # <database>.<table><suffix> is the view over the newest snapshot of <table>.
 LATEST_VIEW_SUFFIX = "_latest"
 
+
+# Commit conflicts that concern the whole table, not our snapshot: another run (of another
+# month) created the table or added columns while we were writing. The write is simply
+# repeated against the new table version. Conflicts on our own partition
+# (ConcurrentAppendException, ConcurrentDeleteReadException, ConcurrentDeleteDeleteException)
+# are not retried: under the snapshot lock they mean a writer outside cvm_spark touched the
+# month, and repeating the write would silently overrule it.
+RETRYABLE_CONFLICTS: tuple[type[Exception], ...] = (MetadataChangedException,
+                                                    ProtocolChangedException)
+COMMIT_ATTEMPTS = 4
+RETRY_PAUSE_SECONDS = 1.0
+# After a failed create: how long to wait for a concurrent creator's first commit to appear.
+CREATE_WAIT_SECONDS = 10.0
+CREATE_POLL_SECONDS = 0.5
 
 WriteMode = Literal["replace", "append"]
 WRITE_MODES: tuple[str, ...] = ("replace", "append")
@@ -93,8 +110,29 @@ def _create_table(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
                                     comment=comments[fld.name])
     for key, value in TABLE_PROPERTIES.items():
         builder = builder.property(key, value)
-    builder.execute()
+    try:
+        builder.execute()
+    except Exception as exc:
+        # Another run (of another month) created the table between our check and our commit:
+        # Delta says ProtocolChangedException, or, when the other commit is still being
+        # written, "location is not empty and also not a Delta table". Its schema is checked
+        # by _align_schema like any existing table's.
+        if not _created_elsewhere(spark, path):
+            raise
+        log.info("table %s was created meanwhile by another writer; using it (%s)", table,
+                 type(exc).__name__)
+        return
     log.info("created Delta table %s at %s", table, path)
+
+
+def _created_elsewhere(spark: SparkSession, path: str) -> bool:
+    """Whether a Delta table is (or within a few seconds becomes) readable at ``path``."""
+    deadline = time.monotonic() + CREATE_WAIT_SECONDS
+    while not DeltaTable.isDeltaTable(spark, path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(CREATE_POLL_SECONDS)
+    return True
 
 
 def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> DataFrame:
@@ -132,6 +170,12 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     ``snapshot_month`` is not ``snapshot`` fails the write before anything is committed
     (``replaceWhere`` checks this itself; in append mode a guard on the column does).
 
+    Concurrent writers (runs of other months): on a local warehouse, processes writing the same
+    table take turns (:func:`cvm_spark.locking.table_write_guard`); a table created meanwhile
+    by another writer is used as it is (schema checked); a commit that fails because another
+    writer changed the table's metadata or protocol (creation, added columns) is repeated, at
+    most ``COMMIT_ATTEMPTS`` times. Conflicts on this snapshot's own files are not retried.
+
     Args:
         df: rows of this snapshot only; must have a ``snapshot_month`` column equal to
             ``snapshot`` and a documented comment for every column.
@@ -146,6 +190,8 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     Raises:
         OutputSchemaError: an undocumented column, or a schema change that would lose data.
         ValueError: an unknown mode.
+        ConcurrentAppendException (and the other ``delta.exceptions``): a conflict that is
+            not retried, or one that persisted through every attempt.
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"write mode must be one of {WRITE_MODES}, got {mode!r}")
@@ -161,11 +207,33 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
         month = F.when(month == F.lit(snapshot), month).otherwise(F.raise_error(F.lit(
             f"table {table}: a row's {SNAPSHOT_MONTH} is not {snapshot.isoformat()}")))
     df = df.withColumn(SNAPSHOT_MONTH, month)
-    if DeltaTable.isDeltaTable(spark, path):
-        df = _align_schema(spark, df, table, path)
-    else:
+    with table_write_guard(output, table):
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                rows = _write_once(df, table, path, output, snapshot, mode, attempt)
+                break
+            except RETRYABLE_CONFLICTS as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning("table %s: another writer changed the table's metadata or protocol "
+                            "during the write of %s (%s); retrying (attempt %d of %d)", table,
+                            snapshot.isoformat(), type(exc).__name__, attempt + 1,
+                            COMMIT_ATTEMPTS)
+                time.sleep(RETRY_PAUSE_SECONDS * attempt)
+    _register(spark, output, table, path)
+    log.info("wrote %s rows to %s for %s (%s)", rows, table, snapshot.isoformat(), mode)
+    return rows
+
+
+def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snapshot: date,
+                mode: WriteMode, attempt: int) -> int:
+    """One attempt of :func:`write_snapshot`: create or check the table, then one commit."""
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, path):
         _create_table(spark, df, table, path)
-    observation = Observation(f"write_{table}")
+    # also after creating: the table may come from a concurrent writer
+    df = _align_schema(spark, df, table, path)
+    observation = Observation(f"write_{table}_{attempt}")
     observed = df.observe(observation, F.count(F.lit(1)).alias("rows"))
     writer = (observed.write.format("delta")
               .option("maxRecordsPerFile", output.target_file_rows))
@@ -175,10 +243,7 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     else:
         writer = writer.mode("append")
     writer.save(path)
-    rows = int(observation.get["rows"])
-    _register(spark, output, table, path)
-    log.info("wrote %s rows to %s for %s (%s)", rows, table, snapshot.isoformat(), mode)
-    return rows
+    return int(observation.get["rows"])
 
 
 def _normalise_location(location: str) -> str:

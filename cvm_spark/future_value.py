@@ -63,6 +63,7 @@ from pyspark.sql import functions as F
 from cvm_spark.config import FeaturesConfig, _check, to_dict
 from cvm_spark.features import compute_features
 from cvm_spark.schemas import ACCOUNT_ID
+from cvm_spark.timing import StageTimer, no_stage
 
 log = logging.getLogger(__name__)
 
@@ -421,13 +422,16 @@ def _name_clusters(stats: dict[int, dict[str, float]], n_centers: int,
 
 
 def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
-                     seed: int) -> FutureValueModel:
+                     seed: int, stage: StageTimer = no_stage) -> FutureValueModel:
     """Fit clusters and per-cluster regressions on the train part; evaluate on the hold-out.
 
     Args:
         training: as returned by :func:`build_training_set`.
         cfg: future-value settings.
         seed: seed of KMeans and of the hold-out split (the run's ``run_seed``).
+        stage: wraps the three steps: ``future_value_training`` (the training set computed
+            and cached), ``kmeans`` (scaler + KMeans), ``regression`` (per-cluster
+            regressions and hold-out metrics).
 
     Returns:
         The fitted :class:`FutureValueModel` with its metric rows: per cluster and overall
@@ -452,49 +456,54 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
     clustered: DataFrame | None = None
     try:
         train = data.where(~F.col(_HOLDOUT))
-        if train.isEmpty():
+        with stage("future_value_training"):
+            # the whole training set is computed here, once, into the cache
+            n_train = train.count()
+        if n_train == 0:
             raise ValueError(f"training set: no accounts in the train part (no account open "
                              f"at the end of month t-{cfg.horizon_months}, or no history?)")
-        pipeline = _cluster_pipeline(cfg, seed).fit(train)
+        with stage("kmeans"):
+            pipeline = _cluster_pipeline(cfg, seed).fit(train)
         n_centers = len(_kmeans(pipeline).clusterCenters())
         if n_centers < cfg.k:
             log.warning("future value: KMeans found %d distinct centers for k=%d",
                         n_centers, cfg.k)
-        assembler = VectorAssembler(inputCols=features, outputCol=_REG_IN)
-        target = (F.col(LABEL) - F.col(BASELINE) if cfg.target == "change"
-                  else F.col(LABEL))
-        clustered = (assembler.transform(pipeline.transform(data))
-                     .select(ACCOUNT_ID, _CLUSTER_ID, *columns, _REG_IN, LABEL, BASELINE,
-                             target.alias(_TARGET), _HOLDOUT,
-                             level_weight().alias(_WEIGHT))
-                     .persist())
-        train = clustered.where(~F.col(_HOLDOUT))
+        with stage("regression"):  # clusters named, per-cluster fits, hold-out metrics
+            assembler = VectorAssembler(inputCols=features, outputCol=_REG_IN)
+            target = (F.col(LABEL) - F.col(BASELINE) if cfg.target == "change"
+                      else F.col(LABEL))
+            clustered = (assembler.transform(pipeline.transform(data))
+                         .select(ACCOUNT_ID, _CLUSTER_ID, *columns, _REG_IN, LABEL, BASELINE,
+                                 target.alias(_TARGET), _HOLDOUT,
+                                 level_weight().alias(_WEIGHT))
+                         .persist())
+            train = clustered.where(~F.col(_HOLDOUT))
 
-        stats = {
-            r[_CLUSTER_ID]: r.asDict()
-            for r in train.groupBy(_CLUSTER_ID).agg(
-                F.count(F.lit(1)).alias("train_rows"),
-                F.avg(LABEL).alias("mean_label"),
-                *[F.avg(c).alias(f"centroid:{c}") for c in cfg.cluster_features],
-            ).collect()
-        }
-        ranked = _name_clusters(stats, n_centers, cfg)
+            stats = {
+                r[_CLUSTER_ID]: r.asDict()
+                for r in train.groupBy(_CLUSTER_ID).agg(
+                    F.count(F.lit(1)).alias("train_rows"),
+                    F.avg(LABEL).alias("mean_label"),
+                    *[F.avg(c).alias(f"centroid:{c}") for c in cfg.cluster_features],
+                ).collect()
+            }
+            ranked = _name_clusters(stats, n_centers, cfg)
 
-        regressions: list[ClusterRegression] = []
-        pooled_model: LinearRegressionModel | None = None
-        for cid, name in ranked:
-            rows = int(stats.get(cid, {}).get("train_rows", 0))
-            if rows >= cfg.min_cluster_rows:
-                model = _regression(cfg).fit(train.where(F.col(_CLUSTER_ID) == cid))
-                regressions.append(ClusterRegression(cid, name, model, pooled=False))
-                continue
-            log.warning("future value: cluster %s has %d training rows (< %d); using the "
-                        "regression pooled over all clusters", name, rows, cfg.min_cluster_rows)
-            if pooled_model is None:
-                pooled_model = _regression(cfg).fit(train)
-            regressions.append(ClusterRegression(cid, name, pooled_model, pooled=True))
+            regressions: list[ClusterRegression] = []
+            pooled_model: LinearRegressionModel | None = None
+            for cid, name in ranked:
+                rows = int(stats.get(cid, {}).get("train_rows", 0))
+                if rows >= cfg.min_cluster_rows:
+                    model = _regression(cfg).fit(train.where(F.col(_CLUSTER_ID) == cid))
+                    regressions.append(ClusterRegression(cid, name, model, pooled=False))
+                    continue
+                log.warning("future value: cluster %s has %d training rows (< %d); using the "
+                            "regression pooled over all clusters", name, rows, cfg.min_cluster_rows)
+                if pooled_model is None:
+                    pooled_model = _regression(cfg).fit(train)
+                regressions.append(ClusterRegression(cid, name, pooled_model, pooled=True))
 
-        metrics = _metrics(clustered, regressions, stats, cfg)
+            metrics = _metrics(clustered, regressions, stats, cfg)
     finally:
         if clustered is not None:
             clustered.unpersist()
@@ -707,7 +716,7 @@ def load_future_value(spark: SparkSession, root: str, snapshot: date) -> FutureV
 def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_product: DataFrame,
                      features_now: DataFrame, snapshot: date, features_cfg: FeaturesConfig,
                      product_lines: list[str], cfg: FutureValueConfig, seed: int,
-                     model_root: str, retrain: bool = True
+                     model_root: str, retrain: bool = True, stage: StageTimer = no_stage
                      ) -> tuple[DataFrame, list[MetricRow]]:
     """Train (and save) or reuse the snapshot's model, and score the current snapshot.
 
@@ -722,6 +731,7 @@ def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_produ
             passes ``<warehouse>/_models``).
         retrain: fit and save a new model (overwriting the snapshot's); False reuses the
             saved one.
+        stage: wraps the fitting steps (see :func:`fit_future_value`).
 
     Returns:
         The scores (:func:`score`) and the metric rows of the fit (read back from the
@@ -735,7 +745,7 @@ def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_produ
     if retrain:
         training = build_training_set(accounts, transactions, monthly_product, snapshot,
                                       features_cfg, product_lines, cfg)
-        model = fit_future_value(training, cfg, seed)
+        model = fit_future_value(training, cfg, seed, stage=stage)
         save_future_value(model, model_root, snapshot)
     else:
         model = load_future_value(features_now.sparkSession, model_root, snapshot)

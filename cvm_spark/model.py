@@ -24,6 +24,7 @@ from cvm_spark.future_value import run_future_value
 from cvm_spark.loyalty import loyalty_scores
 from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.tiers import assign_tiers, campaign_targets, tier_summary
+from cvm_spark.timing import StageTimer, no_stage
 from cvm_spark.value import (
     contribution_value,
     current_and_historical,
@@ -87,7 +88,8 @@ def lifetime_value(features: DataFrame, cfg: CvmConfig) -> tuple[DataFrame, list
 
 def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, DataFrame],
                     features: DataFrame, rfm: DataFrame, run_id: str,
-                    model_root: str, retrain: bool = True) -> ModelOutputs:
+                    model_root: str, retrain: bool = True,
+                    stage: StageTimer = no_stage) -> ModelOutputs:
     """Compute every model output for ``cfg.snapshot``.
 
     Args:
@@ -97,6 +99,10 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
         run_id: recorded in model_metrics.
         model_root: where fitted models are saved and loaded (versioned by snapshot).
         retrain: fit the future-value models (else reuse the saved ones).
+        stage: wraps each step that runs Spark jobs (``loyalty``, ``future_value_training``,
+            ``kmeans``, ``regression``, ``bgnbd``, ``value_components``, ``tiers``); Spark is
+            lazy, so each step is where its jobs actually run. What is left (the tier rows
+            and the value scores) runs in the writes.
     """
     snapshot = cfg.snapshot
     tm, vm = cfg.features.trend_months, cfg.features.volatility_months
@@ -107,14 +113,16 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
     influence = influence_value(accepted["relations"], accepted["transactions"],
                                 values.select(ACCOUNT_ID, "current_value"), snapshot, cfg.value)
     credit = credit_grades(accepted["credit"], snapshot, cfg.credit)
-    loyalty, loyalty_metrics = loyalty_scores(features, cfg.loyalty, cfg.run_seed)
+    with stage("loyalty"):
+        loyalty, loyalty_metrics = loyalty_scores(features, cfg.loyalty, cfg.run_seed)
     elasticity = value_elasticity(accepted["monthly_product"], accepted["marketing"], snapshot,
                                   cfg.elasticity)
     future, fv_metrics = run_future_value(
         accepted["accounts"], accepted["transactions"], accepted["monthly_product"], features,
         snapshot, cfg.features, cfg.validation.product_lines, cfg.future_value,
-        seed=cfg.run_seed, model_root=model_root, retrain=retrain)
-    clv, clv_metrics = lifetime_value(features, cfg)
+        seed=cfg.run_seed, model_root=model_root, retrain=retrain, stage=stage)
+    with stage("bgnbd"):
+        clv, clv_metrics = lifetime_value(features, cfg)
 
     undefined = cfg.elasticity.labels.undefined
     joined = (features.select(SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days",
@@ -132,13 +140,15 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
         F.coalesce(F.col("elasticity_class"), F.lit(undefined)).alias("elasticity_class")
     ).persist()
     group_cols = [f"current_value_{g}" for g in cfg.value.product_groups]
-    scaled = percentile_scale(joined, SCALED + group_cols, cfg.value.percentile_points)
-    scored = scaled.select("*", contribution_value(cfg.value).alias("contribution_value"))
-    scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points)
+    with stage("value_components"):  # the first percentile aggregate fills the cache
+        scaled = percentile_scale(joined, SCALED + group_cols, cfg.value.percentile_points)
+        scored = scaled.select("*", contribution_value(cfg.value).alias("contribution_value"))
+        scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points)
 
     tier_input = scores.select(*[c for c in scores.columns if c != "credit_grade"],
                                F.col(cfg.tiers.credit_grade_column).alias("credit_grade"))
-    tiers = assign_tiers(tier_input, cfg.tiers, trend_col, arpu_col, vol_col).persist()
+    with stage("tiers"):
+        tiers = assign_tiers(tier_input, cfg.tiers, trend_col, arpu_col, vol_col).persist()
     campaign_input = scores.join(
         tiers.select(ACCOUNT_ID, "abc_class", "value_level", "lifecycle_stage", "tier",
                      "value_risk_label", "value_growth_label"), on=ACCOUNT_ID, how="inner")

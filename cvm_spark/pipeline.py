@@ -1,8 +1,10 @@
 """The snapshot pipeline: (generate) -> validate -> features -> RFM -> Delta tables.
 
 Everything that decides *what* to write runs before the first write: config validation
-happens before Spark starts, input schema checks happen while the plan is built. Row-level
-problems never stop the run; they go to the quarantine table.
+happens before Spark starts, input schema checks happen while the plan is built, and inputs
+that cannot make the snapshot (a required table without accepted rows, or none in the
+snapshot month) stop the run at the end of the validate stage. Row-level problems never stop
+the run; they go to the quarantine table.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from pyspark.sql import functions as F
 from cvm_spark.config import CvmConfig
 from cvm_spark.delta_io import read_table, register_tables, table_path, write_snapshot
 from cvm_spark.features import BTYD_COLUMNS, compute_features
+from cvm_spark.locking import snapshot_lock
 from cvm_spark.rfm import score_rfm
 from cvm_spark.run_log import CodeVersion, write_run_log
 from cvm_spark.schemas import SNAPSHOT_MONTH
-from cvm_spark.validate import read_inputs, validate_inputs
+from cvm_spark.validate import check_snapshot_data, read_inputs, validate_inputs
 
 log = logging.getLogger(__name__)
 
 # model metrics shown in the printed summary (all of them are in the model_metrics table)
 SUMMARY_METRICS = ("rmse", "baseline_rmse", "mae", "r2", "r", "alpha", "a", "b", "p", "q", "v",
                    "log_likelihood", "converged")
+# written by the model steps, in this order
+MODEL_TABLES = ("model_metrics", "value_scores", "tiers", "campaign_targets", "tier_summary")
 
 
 @dataclass
@@ -136,8 +141,12 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                  generate: bool = False, retrain: bool = True,
                  on_stage: Callable[[str, RunSummary], Any] | None = None,
                  code_version: CodeVersion | None = None,
-                 started_at: datetime | None = None) -> RunSummary:
+                 started_at: datetime | None = None, break_lock: bool = False) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
+
+    The run holds the snapshot month's lock (:func:`cvm_spark.locking.snapshot_lock`) from
+    its start until its run_log rows are written, so two runs of one month never interleave
+    their writes; runs of different months run side by side.
 
     Args:
         spark: the session (created by the caller).
@@ -148,11 +157,35 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         on_stage: called after each stage (used by tests to inject faults).
         code_version: recorded in run_log (the caller detects it: no git call in here).
         started_at: the run's start time, recorded in run_log as metadata (from the caller).
+        break_lock: take over the month's lock even when its holder cannot be shown to be
+            dead (``cvm run --break-lock``; only after making sure that run is not running).
 
     Returns:
         A :class:`RunSummary`.
+
+    Raises:
+        SnapshotLockedError: another run of the month holds the lock; nothing was read or
+            written.
     """
     run_id = run_id or default_run_id(cfg)
+    with snapshot_lock(cfg.output, cfg.snapshot, run_id, spark=spark,
+                       app_id=_application_id(spark), started_at=started_at,
+                       break_lock=break_lock):
+        return _run_locked(spark, cfg, run_id, generate, retrain, on_stage, code_version,
+                           started_at)
+
+
+def _application_id(spark: SparkSession) -> str | None:
+    try:
+        return spark.sparkContext.applicationId
+    except Exception:  # Spark Connect has no SparkContext: the lock just omits the id
+        return None
+
+
+def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool,
+                retrain: bool, on_stage: Callable[[str, RunSummary], Any] | None,
+                code_version: CodeVersion | None, started_at: datetime | None) -> RunSummary:
+    """The body of :func:`run_snapshot`, run while the snapshot's lock is held."""
     snapshot = cfg.snapshot
     summary = RunSummary(run_id=run_id, snapshot_month=snapshot.isoformat())
 
@@ -171,7 +204,14 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
     register_tables(spark, cfg.output)
     with _stage(summary, "validate"):
         validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
-        counts = validated.counts()
+        try:
+            profile = validated.profile()
+            # a snapshot the inputs cannot make stops here, before the first write
+            check_snapshot_data(profile, snapshot)
+        except BaseException:
+            validated.unpersist()
+            raise
+        counts = profile.counts
         for name, per_reason in counts.items():
             summary.rows_read[name] = sum(per_reason.values())
             summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
@@ -196,18 +236,21 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                 F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
             summary.segments = segment_counts(rfm)
         done("rfm")
-        with _stage(summary, "model"):
-            from cvm_spark.model import run_value_model
+        from cvm_spark.model import run_value_model
 
-            accepted = {name: validated.accepted(name) for name in validated.classified}
-            outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
-                                      model_root=model_root(cfg), retrain=retrain)
-            try:
-                for table in ("model_metrics", "value_scores", "tiers", "campaign_targets",
-                              "tier_summary"):
+        accepted = {name: validated.accepted(name) for name in validated.classified}
+        # each model step is a stage of its own (timed, logged, in run_log), then one stage
+        # per table written
+        outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
+                                  model_root=model_root(cfg), retrain=retrain,
+                                  stage=lambda name: _stage(summary, name))
+        try:
+            for table in MODEL_TABLES:
+                with _stage(summary, f"write_{table}"):
                     _write(summary, getattr(outputs, table), table, cfg)
-            finally:
-                outputs.unpersist()
+        finally:
+            outputs.unpersist()
+        with _stage(summary, "model_summary"):
             written = read_table(spark, cfg.output, "tiers").where(
                 F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
             summary.tiers = {r["tier"]: int(r["count"])

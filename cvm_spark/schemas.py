@@ -13,6 +13,9 @@ from pyspark.sql import types as T
 # Column names used across modules.
 ACCOUNT_ID = "account_id"
 SNAPSHOT_MONTH = "snapshot_month"
+# Column added to a CSV input on read: the text of a line that did not parse into the
+# header's columns (null for good lines). It is kept in the quarantine row_json.
+MALFORMED_LINE = "_malformed_line"
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ MONTHLY_TABLES = ("monthly_product", "marketing", "credit")
 
 # Quarantine reason codes (documented in docs/data-contract.md).
 REASONS = (
+    "malformed_line",      # CSV line with the wrong number of fields or an unterminated quote
     "null_key",            # account id (or other key column) null or blank
     "missing_value",       # a required non-key value is null
     "malformed_value",     # value present in the source but not castable to the contract type

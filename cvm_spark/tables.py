@@ -140,7 +140,8 @@ _FIXED: dict[str, str] = {
     "source_table": "Input table the row was read from.",
     "reason": "Quarantine: reason code (docs/data-contract.md). Campaign targets: why the "
               "account was targeted, with the values of the rule's columns.",
-    "row_json": "The original row as read, as JSON (values after reading, before casting).",
+    "row_json": "The original row as read, as JSON (values after reading, before casting); "
+                "for a CSV line that did not parse, also its text under _malformed_line.",
     "run_id": "Identifier of the run that wrote the row.",
     # run log
     "run_seq": "Run number within the snapshot: 1 for the first run logged for the month, "

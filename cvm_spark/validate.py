@@ -4,11 +4,16 @@ Two levels of problems:
 
 * **Table level** (a required column is missing, or its type cannot be cast to the
   contract type): :class:`InputSchemaError` naming the table and column, raised while the
-  plan is built, before anything is written.
+  plan is built, before anything is written. After classification,
+  :func:`check_snapshot_data` raises :class:`InputDataError` (a subclass) when a table the
+  snapshot needs has no accepted rows, or none in the snapshot month; the pipeline calls it
+  before its first write.
 * **Row level**: every row gets at most one reason code (the first failing check, in the
   order of ``schemas.REASONS``). Rows with a reason go to the quarantine table with the
   original row as JSON; the others are accepted, typed as in ``schemas``. Every row read is
-  either accepted or quarantined, never both and never dropped.
+  either accepted or quarantined, never both and never dropped. A CSV line that does not
+  parse into the header's columns (too few or too many fields, an unterminated quote) is a
+  row with reason ``malformed_line`` whose JSON keeps the line's text.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cvm_spark.config import CvmConfig, InputsConfig
-from cvm_spark.schemas import ACCOUNT_ID, INPUT_TABLES, SNAPSHOT_MONTH, InputTable
+from cvm_spark.schemas import (
+    ACCOUNT_ID,
+    EVENT_DATE_COLUMN,
+    INPUT_TABLES,
+    MALFORMED_LINE,
+    SNAPSHOT_MONTH,
+    InputTable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +43,33 @@ ROW_JSON = "_row_json"
 EARLIEST_OPEN_DATE = date(1900, 1, 1)
 
 
+# Tables a snapshot cannot be scored without: each needs accepted rows, and the dated ones
+# accepted rows in the snapshot month itself. marketing, credit and relations may be empty.
+REQUIRED_TABLES = ("accounts", "transactions", "monthly_product")
+SNAPSHOT_MONTH_TABLES = ("transactions", "monthly_product")
+
+
 class InputSchemaError(ValueError):
     """An input table that cannot be used as it is; the message names table and column."""
+
+
+class InputDataError(InputSchemaError):
+    """Readable inputs that cannot make a snapshot (a required table without accepted rows,
+    or none in the snapshot month); the message names the table and the snapshot month."""
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    """What validation found, from one small aggregate per table.
+
+    Attributes:
+        counts: per table, rows per reason (``"accepted"`` for accepted rows).
+        last_accepted: per table with an event date (``schemas.EVENT_DATE_COLUMN``), the
+            latest event date among its accepted rows (None when it has none).
+    """
+
+    counts: dict[str, dict[str, int]]
+    last_accepted: dict[str, date | None]
 
 
 @dataclass(frozen=True)
@@ -71,12 +108,27 @@ class ValidatedInputs:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Rows per table and reason (``"accepted"`` for accepted rows); a small collect."""
-        result: dict[str, dict[str, int]] = {}
+        return self.profile().counts
+
+    def profile(self) -> InputProfile:
+        """Counts per table and reason, and the latest accepted event date per dated table.
+
+        One aggregate per table (a row per reason is collected), so the snapshot checks
+        cost no extra pass over the data.
+        """
+        counts: dict[str, dict[str, int]] = {}
+        last: dict[str, date | None] = {}
         for name, df in self.classified.items():
+            column = EVENT_DATE_COLUMN.get(name)
+            latest = (F.max(F.to_date(column)) if column is not None
+                      else F.lit(None).cast("date"))
             rows = (df.groupBy(F.coalesce(F.col(REASON), F.lit("accepted")).alias("r"))
-                    .count().collect())
-            result[name] = {row["r"]: int(row["count"]) for row in rows}
-        return result
+                    .agg(F.count(F.lit(1)).alias("n"), latest.alias("latest")).collect())
+            counts[name] = {row["r"]: int(row["n"]) for row in rows}
+            if column is not None:
+                last[name] = next((row["latest"] for row in rows if row["r"] == "accepted"),
+                                  None)
+        return InputProfile(counts, last)
 
     def unpersist(self) -> None:
         for df in self.classified.values():
@@ -86,6 +138,10 @@ class ValidatedInputs:
 def read_inputs(spark: SparkSession, inputs: InputsConfig) -> dict[str, DataFrame]:
     """Read the six input tables as they are (CSV columns as strings).
 
+    A CSV table is read with its header's columns as strings plus the column
+    ``schemas.MALFORMED_LINE``, which holds the text of a line that does not parse into
+    those columns (and is null otherwise); validation quarantines such lines.
+
     Raises:
         InputSchemaError: a table's location does not exist or cannot be read.
     """
@@ -94,8 +150,7 @@ def read_inputs(spark: SparkSession, inputs: InputsConfig) -> dict[str, DataFram
         path, fmt = inputs.location(name)
         try:
             if fmt == "csv":
-                df = (spark.read.option("header", inputs.csv_header)
-                      .option("inferSchema", False).option("mode", "PERMISSIVE").csv(path))
+                df = _read_csv(spark, path, inputs.csv_header)
             else:
                 df = spark.read.format(fmt).load(path)
         except Exception as exc:  # AnalysisException and friends: report which table
@@ -103,6 +158,26 @@ def read_inputs(spark: SparkSession, inputs: InputsConfig) -> dict[str, DataFram
                                    f"{str(exc).splitlines()[0]}") from None
         raw[name] = df
     return raw
+
+
+def _read_csv(spark: SparkSession, path: str, header: bool) -> DataFrame:
+    """A CSV table with every column a string, and malformed lines kept as text.
+
+    Without an explicit schema Spark's PERMISSIVE mode fills a short line with nulls and
+    drops the extra fields of a long one, silently. So the header is read first (Spark reads
+    one line for it), then the table is read again with that header's columns as strings
+    plus a corrupt-record column: a line with the wrong number of fields (which is also what
+    an unterminated quote gives) then keeps its text there.
+    """
+    reader = (spark.read.option("header", header).option("inferSchema", False)
+              .option("mode", "PERMISSIVE"))
+    columns = reader.csv(path).columns
+    if not columns:
+        raise ValueError("no columns (the files are empty: no header line)")
+    schema = T.StructType([T.StructField(c, T.StringType(), True) for c in columns]
+                          + [T.StructField(MALFORMED_LINE, T.StringType(), True)])
+    return (reader.schema(schema).option("columnNameOfCorruptRecord", MALFORMED_LINE)
+            .csv(path))
 
 
 def _castable(source: T.DataType, target: T.DataType) -> bool:
@@ -136,7 +211,7 @@ def check_schema(table: InputTable, df: DataFrame) -> DataFrame:
         if fld.name not in present:
             raise InputSchemaError(
                 f"input table {table.name}: required column {fld.name} is missing "
-                f"(columns present: {sorted(present)})")
+                f"(columns present: {sorted(set(present) - {MALFORMED_LINE})})")
         if not _castable(present[fld.name], fld.dataType):
             raise InputSchemaError(
                 f"input table {table.name}: column {fld.name} has type "
@@ -181,8 +256,12 @@ def _negative(cols: list[str]) -> Column:
     return _any([F.col(c) < 0 for c in cols])
 
 
-def _row_reason(table: InputTable, cfg: CvmConfig) -> Column:
-    """First failing row-level check (order of schemas.REASONS), or null."""
+def _row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = None) -> Column:
+    """First failing row-level check (order of schemas.REASONS), or null.
+
+    ``line_column`` names the column holding the text of a CSV line that did not parse
+    (None for sources that have no such column).
+    """
     snapshot_end = _month_end(cfg.snapshot)
     data_start = cfg.validation.data_start_date
     identity = [c for c in (ACCOUNT_ID, "related_account_id", "month", "txn_ts")
@@ -193,7 +272,10 @@ def _row_reason(table: InputTable, cfg: CvmConfig) -> Column:
     missing = _any([F.col(c).isNull() & F.col(f"_raw_{c}").isNull() for c in table.columns
                     if c not in table.nullable and c not in identity])
     doubles = [f.name for f in table.schema.fields if isinstance(f.dataType, T.DoubleType)]
-    checks: list[tuple[str, Column]] = [
+    checks: list[tuple[str, Column]] = []
+    if line_column is not None:
+        checks.append(("malformed_line", F.col(line_column).isNotNull()))
+    checks += [
         ("null_key", null_key),
         ("missing_value", missing),
         ("malformed_value", _malformed(table)),
@@ -259,8 +341,9 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
     # Only the raw values (plus the typed account keys) cross the shuffle of the orphan join
     # and the duplicate window; the typed columns are cheap to cast again afterwards, and
     # carrying both would nearly double the bytes shuffled.
+    line_column = f"_src_{MALFORMED_LINE}" if MALFORMED_LINE in extra else None
     slim = typed.select(*refs, *[c for c in typed.columns if c.startswith(("_raw_", "_src_"))],
-                        _row_reason(table, cfg).alias(REASON))
+                        _row_reason(table, cfg, line_column).alias(REASON))
     if known_accounts is not None:
         for i, ref in enumerate(refs):
             known = known_accounts.select(F.col(ACCOUNT_ID).alias(ref),
@@ -319,3 +402,38 @@ def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig) -> ValidatedInput
         if name != "accounts":
             classified[name] = _classify(raw[name], table, cfg, known).persist()
     return ValidatedInputs(classified)
+
+
+def check_snapshot_data(profile: InputProfile, snapshot: date) -> None:
+    """Stop a run whose accepted inputs cannot make the snapshot, before anything is written.
+
+    Every table of ``REQUIRED_TABLES`` needs accepted rows, and transactions and
+    monthly_product need accepted rows in the snapshot month itself: without them the
+    snapshot would be written empty, or scored as if the bank had no activity that month
+    (an extract that ends before the snapshot, or a snapshot_month set past the data).
+    marketing, credit and relations may be empty. Pure Python on the profile: no Spark job.
+
+    Raises:
+        InputDataError: naming every table that fails, and the snapshot month.
+    """
+    month = snapshot.strftime("%Y-%m")
+    problems = []
+    for name in REQUIRED_TABLES:
+        per_reason = profile.counts.get(name, {})
+        if per_reason.get("accepted", 0) == 0:
+            read = sum(per_reason.values())
+            why = ", ".join(f"{r}={n:,}" for r, n in sorted(per_reason.items()))
+            problems.append(f"input table {name}: no accepted rows ({read:,} read"
+                            + (f", all quarantined: {why})" if read else ")"))
+    for name in SNAPSHOT_MONTH_TABLES:
+        latest = profile.last_accepted.get(name)
+        if latest is not None and latest < snapshot:
+            problems.append(
+                f"input table {name}: no accepted rows in the snapshot month {month} (the "
+                f"latest accepted {EVENT_DATE_COLUMN[name]} is {latest.isoformat()})")
+    if problems:
+        raise InputDataError(
+            f"snapshot_month {month} cannot be scored from these inputs: "
+            + "; ".join(problems)
+            + f". A snapshot needs accepted rows of {', '.join(REQUIRED_TABLES)}, with "
+            f"transactions and monthly_product rows in {month}.")

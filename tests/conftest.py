@@ -75,8 +75,10 @@ class SnapshotRuns:
     Every run of that warehouse goes through here, so a test can compare the run log with
     every run made so far, whichever tests ran before it. The first run generates the data
     (for the config's own snapshot month). Runs get a fixed start time and code version so
-    the run log has known values. ``history`` keeps, in run order, the month and every
-    table's Delta version after the run (for time travel to the state after any run).
+    the run log has known values. The physical plans of every Spark execution of the first
+    run are recorded by ``plan_recorder`` (tests/plan_check.py; checked by tests/test_plans.py).
+    ``history`` keeps, in run order, the month and every table's Delta version after the run
+    (for time travel to the state after any run).
     """
 
     CODE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -87,6 +89,7 @@ class SnapshotRuns:
         self.started: dict[str, list[datetime]] = {}
         self.history: list[tuple[str, dict[str, int]]] = []
         self._generated = False
+        self.plan_recorder = None   # tests/plan_check.PlanRecorder of the first run
 
     def run(self, month: str | None = None):
         """Run the snapshot (again) and return its RunSummary."""
@@ -98,10 +101,21 @@ class SnapshotRuns:
             self.run(self.cfg.snapshot_month)
         n = sum(len(v) for v in self.runs.values())
         started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(minutes=n)
-        summary = run_snapshot(self.spark, self.cfg.with_snapshot(month),
-                               generate=not self._generated,
-                               code_version=CodeVersion(git_commit=self.CODE_COMMIT),
-                               started_at=started)
+
+        def run():
+            return run_snapshot(self.spark, self.cfg.with_snapshot(month),
+                                generate=not self._generated,
+                                code_version=CodeVersion(git_commit=self.CODE_COMMIT),
+                                started_at=started)
+
+        if self._generated:
+            summary = run()
+        else:
+            from plan_check import PlanRecorder
+
+            self.plan_recorder = PlanRecorder(self.spark)
+            with self.plan_recorder:
+                summary = run()
         self._generated = True
         self.runs.setdefault(month, []).append(summary)
         self.started.setdefault(month, []).append(started)

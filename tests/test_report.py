@@ -94,7 +94,7 @@ def test_run_log_has_one_entry_per_run_with_the_summary_counts(spark, two_snapsh
             for name, read in summary.rows_read.items()}
         outputs = {n: r.rows_out for (k, n), r in by_kind.items() if k == "output"}
         assert outputs == {t: n for t, n in summary.rows_written.items() if t != "run_log"}
-        assert by_kind[("output", "tiers")].stage == "model"
+        assert by_kind[("output", "tiers")].stage == "write_tiers"
         assert by_kind[("output", "features")].stage == "features"
         stages = {n: r.stage_seconds for (k, n), r in by_kind.items() if k == "stage"}
         assert stages == pytest.approx(summary.stage_seconds)
