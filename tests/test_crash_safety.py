@@ -156,6 +156,15 @@ class Outcome:
     returncode: int | None   # None: killed by the test
     log: str
     seconds: float
+    pid: int | None = None   # the driver's Python process (the snapshot lock names it)
+
+
+def _driver_pid(log: str) -> int | None:
+    """The pid the driver printed (``DRIVER pid <n> ...``)."""
+    for line in log.splitlines():
+        if line.startswith("DRIVER pid "):
+            return int(line.split()[2])
+    return None
 
 
 class CrashScenario:
@@ -165,6 +174,7 @@ class CrashScenario:
     def __init__(self, spark, e2e_config, e2e_runs, tmp: Path) -> None:
         from cvm_spark.config import load_config_dict, to_dict
         from cvm_spark.delta_io import table_path
+        from cvm_spark.locking import lock_path
         from cvm_spark.pipeline import default_run_id
 
         self.spark, self.tmp, self.e2e_runs = spark, tmp, e2e_runs
@@ -190,6 +200,9 @@ class CrashScenario:
         self.before: dict[str, dict[str, TableState]] = {}
         self.after: dict[str, dict[str, TableState]] = {}
         self.outcomes: dict[str, Outcome] = {}
+        # the content of the month's snapshot lock file after each step (None: no lock)
+        self.locks: dict[str, bytes | None] = {}
+        self.lock_path = Path(lock_path(self.output, TARGET))
         self.markers = {step: tmp / f"{step}.marker" for step in STEPS}
 
         start = self.capture()
@@ -267,8 +280,9 @@ class CrashScenario:
         assert seconds < RUN_SECONDS, f"{step}: timed out\n{log[-6000:]}"
         if kill_when is not None:
             assert killed, f"{step}: the kill point was never reached\n{log[-6000:]}"
-            return Outcome(None, log, seconds)
-        return Outcome(proc.returncode, log, seconds)
+            assert proc.returncode == -signal.SIGKILL, (step, proc.returncode)
+            return Outcome(None, log, seconds, _driver_pid(log))
+        return Outcome(proc.returncode, log, seconds, _driver_pid(log))
 
     def _in_process_failure(self) -> Outcome:
         """Run 2024-11 here (local[2]: no task retries) with the quarantine write failing."""
@@ -335,6 +349,35 @@ class CrashScenario:
             self.outcomes[name] = outcome
             self.before[name] = before
             self.after[name] = self.capture()
+            self.locks[name] = (self.lock_path.read_bytes() if self.lock_path.exists()
+                                else None)
+
+    def assert_killed_at(self, step: str, seen: tuple[str, ...], unseen: tuple[str, ...]) -> None:
+        """The killed driver's log shows the lines ``seen`` and none of ``unseen`` (stage
+        progress lines of ``cvm_spark.pipeline``): the kill came where it was meant to."""
+        log = self.outcomes[step].log
+        for line in seen:
+            assert line in log, (step, line, log[-6000:])
+        for line in unseen:
+            assert line not in log, (step, line, log[-6000:])
+
+    def assert_stale_lock(self, step: str) -> None:
+        """The killed run left the month's lock behind, naming its own (now dead) process."""
+        from cvm_spark.locking import LockHolder, holder_state
+
+        raw = self.locks[step]
+        assert raw is not None, f"{step}: the killed run left no lock"
+        holder = LockHolder.from_json(raw)
+        assert holder.run_id == self.run_id and holder.pid == self.outcomes[step].pid, holder
+        assert holder_state(holder) == "dead", holder
+
+    def assert_took_over(self, step: str, killed: str) -> None:
+        """The run of ``step`` took over the stale lock of the run killed in ``killed``."""
+        pid = self.outcomes[killed].pid
+        lines = [line for line in self.outcomes[step].log.splitlines()
+                 if "taking over the lock" in line]
+        assert lines, (step, self.outcomes[step].log[-6000:])
+        assert f"pid {pid}," in lines[0] and "its process is gone" in lines[0], lines
 
     def assert_old_or_new(self, step: str) -> set[str]:
         """Every table at its old version with the old rows, or at old + 1 with exactly the
@@ -373,10 +416,14 @@ def test_task_failure_without_retries_fails_the_run_and_commits_nothing(scenario
     assert scenario.markers["no_retry"].is_file()   # the failing attempt did run
     assert scenario.assert_old_or_new("no_retry") == set()
     assert not any(s.rows for s in scenario.after["no_retry"].values())
+    assert scenario.locks["no_retry"] is None   # a run that fails releases its lock
 
 
 def test_kill_in_the_middle_of_a_write(scenario):
     scenario.ensure("mid_write")
+    scenario.assert_killed_at("mid_write", (
+        "DRIVER injecting slow into the write of features", "stage quarantine: done",
+        "stage features: start"), ("stage features: done",))
     assert scenario.assert_old_or_new("mid_write") == {"quarantine"}  # written before features
     features = scenario.after["mid_write"]["features"]
     # the killed write left data files that no version of the table references
@@ -385,6 +432,8 @@ def test_kill_in_the_middle_of_a_write(scenario):
 
 def test_kill_right_after_a_commit(scenario):
     scenario.ensure("after_commit")
+    scenario.assert_killed_at("after_commit", ("stage features: start",),
+                              ("stage rfm: done",))
     assert scenario.assert_old_or_new("after_commit") == {"quarantine", "features"}
     features = scenario.after["after_commit"]["features"]
     assert features.on_disk - features.active   # the orphans of (a) are still there, unread
@@ -392,12 +441,26 @@ def test_kill_right_after_a_commit(scenario):
 
 def test_kill_in_the_middle_of_a_model_stage_write(scenario):
     scenario.ensure("model_write")
+    scenario.assert_killed_at("model_write", (
+        "DRIVER injecting slow into the write of value_scores", "stage write_model_metrics: done",
+        "stage write_value_scores: start"), ("stage write_value_scores: done",))
     advanced = scenario.assert_old_or_new("model_write")
     # the model stage writes model_metrics first, then value_scores (killed mid-write)
     assert advanced == {"quarantine", "features", "rfm", "model_metrics"}
     scores = scenario.after["model_write"]["value_scores"]
     assert scores.on_disk and not scores.active and not scores.rows
     assert not scenario.after["model_write"]["run_log"].rows   # no killed run is logged
+
+
+def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_takes_over(scenario):
+    """SIGKILL leaves the month's lock file (no cleanup runs); its pid is dead, so the next
+    run on this host takes it over by itself (cvm_spark.locking) and, when it completes,
+    removes it."""
+    scenario.ensure("rerun")
+    for killed, following in zip(KILLS, (*KILLS[1:], "rerun"), strict=True):
+        scenario.assert_stale_lock(killed)
+        scenario.assert_took_over(following, killed)
+    assert scenario.locks["rerun"] is None
 
 
 def test_rerun_after_the_crashes_with_a_retried_task_writes_once(scenario):
