@@ -85,6 +85,20 @@ class LogLines(logging.Handler):
         return attached()
 
 
+def table_versions(output) -> dict[str, int]:
+    """The newest committed Delta version of every output table in a local warehouse
+    (-1: no table), read from the ``_delta_log`` folder listings."""
+    from cvm_spark.delta_io import table_path
+    from cvm_spark.tables import TABLE_DESCRIPTIONS
+
+    versions = {}
+    for table in TABLE_DESCRIPTIONS:
+        names = [p.name for p in (Path(table_path(output, table)) / "_delta_log").glob("*.json")]
+        versions[table] = max((int(n[:20]) for n in names if len(n) == 25 and n[:20].isdigit()),
+                              default=-1)
+    return versions
+
+
 class SnapshotRuns:
     """The runs made on the shared end-to-end warehouse, in order, per snapshot month.
 
@@ -94,7 +108,8 @@ class SnapshotRuns:
     the run log has known values. The ``cvm_spark`` log lines of each run are kept in
     ``logs`` (the privacy tests read them). The physical plans of every Spark execution of the
     first run are recorded by ``plan_recorder`` (tests/plan_check.py; checked by
-    tests/test_plans.py).
+    tests/test_plans.py). ``history`` keeps, in run order, the month and every table's
+    Delta version after the run (for time travel to the state after any run).
     """
 
     CODE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -104,6 +119,7 @@ class SnapshotRuns:
         self.runs: dict[str, list] = {}
         self.started: dict[str, list[datetime]] = {}
         self.logs: dict[str, list[list[str]]] = {}
+        self.history: list[tuple[str, dict[str, int]]] = []
         self._generated = False
         self.plan_recorder = None   # tests/plan_check.PlanRecorder of the first run
 
@@ -137,6 +153,7 @@ class SnapshotRuns:
         self.logs.setdefault(month, []).append(lines.lines)
         self.runs.setdefault(month, []).append(summary)
         self.started.setdefault(month, []).append(started)
+        self.history.append((month, table_versions(self.cfg.output)))
         return summary
 
     def first(self, month: str | None = None):
