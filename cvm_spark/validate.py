@@ -355,16 +355,17 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
     retyped = [col for fld, col in zip(table.schema.fields, _typed(table, "_raw_"), strict=True)
                if fld.name not in refs]
     typed = slim.select(*retyped, *[c for c in slim.columns if not c.startswith("_known")])
-    # Duplicates: within one account, order rows by their key with rows that are still
-    # accepted first, then by the original contract values (so the choice is deterministic);
-    # a row whose key equals the previous row's key is a duplicate of an accepted row.
-    # Partitioning by account keeps this in the same exchange as the join.
+    # Duplicates: among the rows with one key, order the rows that are still accepted
+    # first, then by the original contract values (so the choice is deterministic); every
+    # row after the first is a duplicate of an accepted row. The window is partitioned by
+    # the whole key, not by account: an account with millions of rows then spreads over
+    # many tasks (grouping treats nulls as equal, as the key comparison does).
     key = F.struct(*[F.col(c) for c in table.key])
-    order = [*[F.col(c).asc_nulls_first() for c in table.key], F.col(REASON).isNotNull(),
+    order = [F.col(REASON).isNotNull(),
              *[F.col(f"_raw_{c}").asc_nulls_first() for c in table.columns
                if _sortable(raw.schema, c)]]
     duplicate = F.lag(key, 1).over(
-        Window.partitionBy(ACCOUNT_ID).orderBy(*order)).eqNullSafe(key)
+        Window.partitionBy(*table.key).orderBy(*order)).eqNullSafe(key)
     with_reason = typed.select(
         *typed.columns,
         F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event"))).alias("_final"))
