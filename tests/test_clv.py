@@ -324,3 +324,30 @@ def test_unusable_parameters_are_refused(spark):
                   GammaGammaFit(6.0, 3.0, 15.0, 0.0, 1, 1, True, 1, ""), ClvConfig())
     with pytest.raises(ClvFitError, match="no accounts"):
         fit_bgnbd(df, ClvConfig())
+
+
+@pytest.mark.parametrize(("status", "jac", "accepted"), [
+    (2, [3e-8, -1e-9, 2e-7, 0.0], True),      # precision loss at the optimum
+    (2, [3e-8, -4e-3, 0.0, 0.0], False),      # precision loss far from it
+    (2, [np.nan, 0.0, 0.0, 0.0], False),      # undefined gradient
+    (1, [1e-9, 0.0, 0.0, 0.0], False),        # iteration limit: never accepted
+])
+def test_a_bfgs_stop_at_machine_precision_is_accepted_only_near_zero_gradient(status, jac,
+                                                                                 accepted):
+    from scipy.optimize import OptimizeResult
+
+    from cvm_spark.clv import ClvConfig, _accepted
+
+    res = OptimizeResult(success=False, status=status, jac=np.array(jac),
+                         message="Desired error not necessarily achieved due to precision loss.")
+    ok, message = _accepted(res, ClvConfig(accept_gradient=1e-5))
+    assert ok is accepted
+    assert message.startswith("Desired error")
+    assert ("Accepted" in message) is accepted
+
+
+def test_accept_gradient_is_validated():
+    from cvm_spark.clv import ClvConfig
+
+    with pytest.raises(ValueError, match="accept_gradient"):
+        ClvConfig(tolerance=1e-7, accept_gradient=1e-9)
