@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--break-lock", action="store_true",
                    help="take over the snapshot month's lock left by a run that is not "
                         "running any more (e.g. killed on another host); make sure it is not "
-                        "running first (docs/reliability/concurrency.md)")
+                        "running first (docs/reliability.md, section 'concurrent runs')")
 
     p = sub.add_parser(
         "report", help="write the HTML report of a snapshot from the Delta tables",

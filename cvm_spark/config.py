@@ -169,7 +169,7 @@ _SECRET_LIKE = re.compile(r"key|secret|salt|pepper|password|token", re.IGNORECAS
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Pseudonymous account keys for the BI-facing tables (docs/reliability/privacy.md).
+    """Pseudonymous account keys for the BI-facing tables (docs/reliability.md, section "privacy").
 
     The key itself is never part of the config: it is read at the job's edge from the
     environment variable named by ``key_env`` or, when ``key_file`` is set, from that file.

@@ -19,7 +19,7 @@ create-if-absent and removed when the run ends, also when it fails:
   ``FileSystem.create(path, overwrite=false)`` through the session's JVM. Atomic on HDFS (the
   NameNode decides); on object stores it depends on the connector (S3A checks and then puts),
   so there two runs that start within the same moment may both get in: schedule one run per
-  month there (docs/reliability/concurrency.md, "the document" below).
+  month there (docs/reliability.md, section "concurrent runs", "the document" below).
 
 A lock left behind by a run that died without cleaning up (``kill -9``, a lost machine) is
 *stale*. When the holder ran on this machine (same host name, boot and PID namespace) and its

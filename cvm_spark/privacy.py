@@ -1,4 +1,4 @@
-"""Pseudonymous account keys for the BI-facing tables (docs/reliability/privacy.md).
+"""Pseudonymous account keys for the BI-facing tables (docs/reliability.md, section "privacy").
 
 With ``privacy.pseudonymise`` on, every table the pipeline writes carries ``account_key``
 = HMAC-SHA256(key, account_id) as lower-case hex in place of ``account_id``, and the

@@ -1,4 +1,4 @@
-"""The bad-input corpus of docs/reliability/bad-inputs.md: every case id here is a row there.
+"""The bad-input corpus of docs/reliability.md, section "bad inputs": each case id is a row there.
 
 Four groups, each a parametrised test:
 
@@ -344,7 +344,7 @@ def test_corpus_ids_are_unique_and_cover_the_reasons():
 
 
 def test_corpus_table_in_the_docs_matches_the_cases():
-    """The corpus table (docs/reliability/bad-inputs.md, or assembled into
+    """The corpus table (docs/reliability.md, section "bad inputs", or assembled into
     docs/reliability.md) lists exactly the cases of this module, each once."""
     docs = [ROOT / "docs" / "reliability.md", ROOT / "docs" / "reliability" / "bad-inputs.md"]
     texts = [p.read_text() for p in docs if p.is_file()]

@@ -27,7 +27,7 @@ show. Steps, in order on the crash warehouse (each test first runs the steps it 
 
 The re-run is also the second run of the determinism check (every table compared row by row
 with the reference, made in another process, after 2024-12) and the in-order run of the
-out-of-order check. See docs/reliability/faults.md.
+out-of-order check. See docs/reliability.md, section "crashes".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Privacy: pseudonymous account keys, the key's handling, no ids in logs or the report,
-and write paths that stay inside the warehouse (docs/reliability/privacy.md)."""
+and write paths that stay inside the warehouse (docs/reliability.md, section "privacy")."""
 
 from __future__ import annotations
 

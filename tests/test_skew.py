@@ -29,7 +29,7 @@ collapses the hot account's rows to one row per day (or per counterparty) and ma
 
 The shuffle partition count is raised from the suite's 2 to 8 while this module runs (with
 2 partitions every stage has at most 2 tasks and a share bound means nothing); adaptive
-execution stays on as in production. See docs/reliability/limits.md.
+execution stays on as in production. See docs/reliability.md, section "limits".
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def test_no_stage_funnels_the_hot_account_through_one_task(skew_run):
     assert {s.step for s in ran} >= {"validate", "quarantine", "features", "rfm"}
     sizeable = [s for s in ran if s.records >= SIZEABLE * HOT_ROWS]
     report = "\n".join(map(str, sorted(sizeable, key=lambda s: s.stage_id)))
-    print(report)   # shown with pytest -s: the figures of docs/reliability/limits.md
+    print(report)   # shown with pytest -s: the figures of docs/reliability.md, section "limits"
     # the test is not vacuous: the validation shuffles every transaction row
     assert any(s.step == "validate" and s.records >= HOT_ROWS for s in sizeable), report
     funnels = [s for s in sizeable
