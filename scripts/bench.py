@@ -204,8 +204,13 @@ def run_child(argv: list[str], json_path: Path, timeout: float, threads: int,
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout:.0f} s", "timed_out": True}
     if proc.returncode != 0 or not json_path.exists():
-        tail = log_path.read_text().strip().splitlines()[-5:]
-        return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+        lines = [ln.strip() for ln in log_path.read_text().strip().splitlines() if ln.strip()]
+        # the exception line of a traceback (and the message lines after it), else the tail
+        last = next((i for i in range(len(lines) - 1, -1, -1)
+                     if lines[i].split(":")[0].endswith(("Error", "Exception"))), None)
+        tail = lines[last:last + 3] if last is not None else lines[-3:]
+        return {"error": f"exit {proc.returncode}: " + " ".join(tail)
+                + f" (seconds until then: {time.monotonic() - start:.1f}; log {log_path})"}
     result = json.loads(json_path.read_text())
     result["process_seconds"] = time.monotonic() - start
     return result
