@@ -28,6 +28,10 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
             "spark.ui.enabled": "false",
             "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("spark-warehouse")),
             "spark.driver.memory": "3g",
+            # keep every stage and job of the session in the status store: tests read them
+            # (tests/test_skew.py); past 1,000 Spark drops the oldest, skipped stages first
+            "spark.ui.retainedStages": "20000",
+            "spark.ui.retainedJobs": "20000",
         },
     )
     session.sparkContext.setLogLevel("ERROR")

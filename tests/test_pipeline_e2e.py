@@ -18,8 +18,15 @@ def summary(e2e_runs):
     return e2e_runs.first()   # the run that generated the data
 
 
+def first_month(spark, cfg, table):
+    """The rows of the first run's snapshot month: other tests (test_crash_safety.py,
+    test_concurrency.py) may already have run other months into the shared warehouse."""
+    return spark.read.format("delta").load(table_path(cfg.output, table)).where(
+        F.col("snapshot_month") == F.lit(cfg.snapshot))
+
+
 def test_every_row_read_is_accepted_or_quarantined(spark, e2e_config, summary):
-    quarantine = spark.read.format("delta").load(table_path(e2e_config.output, "quarantine"))
+    quarantine = first_month(spark, e2e_config, "quarantine")
     per_table = {r.source_table: r["count"] for r in
                  quarantine.groupBy("source_table").count().collect()}
     for name, read in summary.rows_read.items():
@@ -33,8 +40,8 @@ def test_every_row_read_is_accepted_or_quarantined(spark, e2e_config, summary):
 
 
 def test_rfm_and_features_cover_the_accounts(spark, e2e_config, summary):
-    features = spark.table("cvm_e2e.features")
-    rfm = spark.table("cvm_e2e.rfm")
+    features = first_month(spark, e2e_config, "features")
+    rfm = first_month(spark, e2e_config, "rfm")
     n = features.count()
     assert n == rfm.count() == summary.rows_written["rfm"] == sum(summary.segments.values())
     assert n > 300
@@ -47,19 +54,19 @@ def test_rfm_and_features_cover_the_accounts(spark, e2e_config, summary):
 def test_model_tables_cover_every_account(spark, e2e_config, summary):
     n = summary.rows_written["features"]
     for table in ("value_scores", "tiers"):
-        df = spark.table(f"cvm_e2e.{table}")
+        df = first_month(spark, e2e_config, table)
         assert df.count() == n, table
         assert df.select("account_id").distinct().count() == n, table
-    tiers = spark.table("cvm_e2e.tiers")
+    tiers = first_month(spark, e2e_config, "tiers")
     assert tiers.where(F.col("tier").isNull() | F.col("tier_reason").isNull()
                        | F.col("lifecycle_stage").isNull()).count() == 0
     assert {r.abc_class for r in tiers.select("abc_class").distinct().collect()} == \
         {"A", "B", "C"}
     assert sum(summary.tiers.values()) == n
-    metrics = spark.table("cvm_e2e.model_metrics")
+    metrics = first_month(spark, e2e_config, "model_metrics")
     models = {r.model for r in metrics.select("model").distinct().collect()}
     assert {"future_value", "bgnbd", "gamma_gamma", "loyalty", "clv"} <= models
-    summary_rows = spark.table("cvm_e2e.tier_summary").agg(F.sum("accounts")).first()[0]
+    summary_rows = first_month(spark, e2e_config, "tier_summary").agg(F.sum("accounts")).first()[0]
     assert summary_rows == n
     text = summary.render()
     assert "tier" in text and "model metrics" in text
