@@ -60,6 +60,23 @@ class CutPoints:
         at_cut = F.element_at(F.lit([math.nan, *self.distinct]), b) == v
         return F.when(at_cut, F.element_at(F.lit(self.lt), b)).otherwise(le), le
 
+    def mid_rank(self, v: Column, bucket: Column | None) -> Column:
+        """``(#cuts < v + #cuts <= v) / 2`` (null for a null ``v``), with one lookup: at a
+        cut point the mid of its tie range, else ``#cuts <= v``."""
+        if bucket is None:
+            finite = F.lit(float(self.neg))
+        else:
+            b = F.least(bucket.cast("int"), F.lit(len(self.distinct))) + 1
+            at_cut = F.element_at(F.lit([math.nan, *self.distinct]), b) == v
+            mids = [(lt + le) / 2.0 for lt, le in zip(self.lt, self.le, strict=True)]
+            finite = F.when(at_cut, F.element_at(F.lit(mids), b)).otherwise(
+                F.element_at(F.lit([float(x) for x in self.le]), b))
+        return (F.when(v.isNull(), F.lit(None).cast("double"))
+                .when(F.isnan(v), F.lit(self.n - self.nan / 2.0))
+                .when(v == F.lit(math.inf), F.lit(self.neg + self.finite + self.pos / 2.0))
+                .when(v == F.lit(-math.inf), F.lit(self.neg / 2.0))
+                .otherwise(finite))
+
     def below(self, v: Column, bucket: Column | None) -> Column:
         """``#cuts < v`` (null for a null ``v``); ``bucket``: ``v``'s Bucketizer column."""
         lt, _ = self._finite(v, bucket)

@@ -204,9 +204,9 @@ def percentile_scale(df: DataFrame, columns: list[str], points: int,
     def pct(c: str) -> Column:
         if c not in cuts:
             return F.lit(None).cast("double")
-        v, bucket = F.col(c), buckets.get(c)
-        mid = (cuts[c].below(v, bucket) + cuts[c].at_or_below(v, bucket)) / 2.0
-        return F.when(v.isNotNull(), F.round(mid / n * 100.0, 4))
+        v = F.col(c)
+        return F.when(v.isNotNull(),
+                      F.round(cuts[c].mid_rank(v, buckets.get(c)) / n * 100.0, 4))
 
     return out.select(*df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
 

@@ -227,3 +227,18 @@ def test_cut_point_counts_below_and_at_or_below(spark):
         want = (None, None) if v is None else (bisect.bisect_left(keys, key(v)),
                                                bisect.bisect_right(keys, key(v)))
         assert got[i] == want, (v, got[i], want)
+
+
+def test_mid_rank_is_the_mean_of_the_two_counts(spark):
+    from cvm_spark.cuts import CutPoints, bucketize
+
+    cuts = [-math.inf, -2.0, 0.0, 0.0, 0.0, 1.5, 7.0, 7.0, math.inf, math.nan]
+    values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, x double")
+    cp = CutPoints(cuts)
+    out, buckets = bucketize(df, {"x": cp})
+    x, b = F.col("x"), buckets["x"]
+    rows = out.select("i", cp.mid_rank(x, b).alias("mid"),
+                      ((cp.below(x, b) + cp.at_or_below(x, b)) / 2.0).alias("want")).collect()
+    assert [r.mid for r in rows] == [r.want for r in rows]
+    assert rows[5].mid == 3.5   # 0.0: -inf and -2.0 below (2), three cuts at it (5): 3.5
