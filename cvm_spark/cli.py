@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cvm_spark.config import ConfigError, CvmConfig, load_config, parse_yaml
 
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take over the snapshot month's lock left by a run that is not "
                         "running any more (e.g. killed on another host); make sure it is not "
                         "running first (docs/reliability.md, section 'concurrent runs')")
+    p.add_argument("--profile", metavar="DIR",
+                   help="write the Spark event log under DIR and print, per stage, the Spark "
+                        "jobs, tasks, task time, shuffle, spill and largest plan "
+                        "(docs/performance.md, 'profiling a run')")
 
     p = sub.add_parser(
         "report", help="write the HTML report of a snapshot from the Delta tables",
@@ -254,6 +259,17 @@ def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
     return build_spark(app, master=master, conf={**cfg.spark, **(extra or {})})
 
 
+def _profile(spark, summary) -> str:
+    """The per-stage profile of the run just made, from this application's event log."""
+    from cvm_spark.profiling import profile_log, render_profile
+
+    log_dir = spark.conf.get("spark.eventLog.dir").removeprefix("file:")
+    path = Path(log_dir) / spark.sparkContext.applicationId
+    profile = profile_log(str(path) + ".inprogress", summary.run_id)
+    return (f"Spark profile of run {summary.run_id} (event log {path}.inprogress):\n"
+            + render_profile(profile, summary.stage_seconds))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvm`` console script; returns the process exit code."""
     parser = build_parser()
@@ -304,6 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cvm_spark.thrift import thrift_conf
 
         extra = thrift_conf(args.host, args.port)
+    profile_dir = getattr(args, "profile", None)
+    if profile_dir:
+        from cvm_spark.profiling import profile_conf
+
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        extra = profile_conf(str(Path(profile_dir).resolve()))
     spark = _session(args, cfg, f"cvm-{args.command}", extra)
     try:
         if args.command == "thrift":
@@ -343,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                code_version=detect_code_version(), started_at=started_at,
                                break_lock=args.break_lock, pseudonym_key=key)
         print(summary.render())
+        if profile_dir:
+            print("\n" + _profile(spark, summary))
         if args.report is not None:
             path = write_report(spark, cfg, args.report or None)
             print(f"\nreport written to {path}")

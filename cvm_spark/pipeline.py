@@ -32,6 +32,7 @@ from cvm_spark.privacy import (
     run_key,
     table_properties,
 )
+from cvm_spark.profiling import tag_stage
 from cvm_spark.rfm import score_rfm
 from cvm_spark.run_log import CodeVersion, write_run_log
 from cvm_spark.schemas import SNAPSHOT_MONTH
@@ -102,13 +103,18 @@ class RunSummary:
 
 
 @contextmanager
-def _stage(summary: RunSummary, name: str) -> Iterator[None]:
-    """Time a stage, note which tables it read or wrote, log a progress line with counts."""
+def _stage(spark: SparkSession, summary: RunSummary, name: str) -> Iterator[None]:
+    """Time a stage, note which tables it read or wrote, log a progress line with counts.
+
+    The Spark jobs of the stage are tagged with its name and the run id
+    (:func:`cvm_spark.profiling.tag_stage`), so an event log can be profiled per stage.
+    """
     log.info("stage %s: start", name)
     start = time.monotonic()
     read, written = dict(summary.rows_read), dict(summary.rows_written)
     try:
-        yield
+        with tag_stage(spark, name, summary.run_id):
+            yield
     except BaseException:
         log.error("stage %s: failed after %.1fs", name, time.monotonic() - start)
         raise
@@ -214,7 +220,7 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
     if generate:
         from cvm_spark.generate import generate_tables, write_tables
 
-        with _stage(summary, "generate"):
+        with _stage(spark, summary, "generate"):
             tables = generate_tables(spark, cfg.generator, snapshot, cfg.validation)
             write_tables(tables, cfg.inputs.root, cfg.inputs.format)
         done("generate")
@@ -223,7 +229,7 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
     check_warehouse(spark, cfg.output, PIPELINE_TABLES, key)
     if key is not None:
         redact_plans(spark)
-    with _stage(summary, "validate"):
+    with _stage(spark, summary, "validate"):
         validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
         try:
             profile = validated.profile()
@@ -241,17 +247,17 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
     features: DataFrame | None = None
     rfm: DataFrame | None = None
     try:
-        with _stage(summary, "quarantine"):
+        with _stage(spark, summary, "quarantine"):
             _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg, key)
         done("quarantine")
-        with _stage(summary, "features"):
+        with _stage(spark, summary, "features"):
             features = compute_features(
                 validated.accepted("accounts"), validated.accepted("transactions"),
                 validated.accepted("monthly_product"), snapshot, cfg.features,
                 cfg.validation.product_lines).persist()
             _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg, key)
         done("features")
-        with _stage(summary, "rfm"):
+        with _stage(spark, summary, "rfm"):
             # kept (not re-read from the table): the model joins segments on account_id,
             # which a pseudonymised table does not have; counting segments reads it too
             rfm = score_rfm(features, cfg.rfm).persist()
@@ -265,14 +271,14 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
         # per table written
         outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
                                   model_root=model_root(cfg), retrain=retrain,
-                                  stage=lambda name: _stage(summary, name))
+                                  stage=lambda name: _stage(spark, summary, name))
         try:
             for table in MODEL_TABLES:
-                with _stage(summary, f"write_{table}"):
+                with _stage(spark, summary, f"write_{table}"):
                     _write(summary, getattr(outputs, table), table, cfg, key)
         finally:
             outputs.unpersist()
-        with _stage(summary, "model_summary"):
+        with _stage(spark, summary, "model_summary"):
             written = read_table(spark, cfg.output, "tiers").where(
                 F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
             summary.tiers = {r["tier"]: int(r["count"])
