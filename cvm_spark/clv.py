@@ -427,9 +427,19 @@ def fit_bgnbd(df: DataFrame, cfg: ClvConfig) -> BgNbdFit:
     Collapses in Spark (:func:`collapse_bgnbd`), collects only the patterns, converts days
     to periods and fits (:func:`fit_bgnbd_counts`).
     """
+    return _fit_bgnbd_patterns(df, cfg)[0]
+
+
+def _fit_bgnbd_patterns(df: DataFrame, cfg: ClvConfig
+                        ) -> tuple[BgNbdFit, tuple[np.ndarray, np.ndarray]]:
+    """:func:`fit_bgnbd`, and the distinct valid ``(x, T in periods)`` of its patterns (the
+    pairs :func:`add_clv` needs, so scoring collects nothing more)."""
     x, tx, age, w = _collect_collapsed(collapse_bgnbd(df),
                                        ["frequency", "recency", "age", "count"], cfg, "bgnbd")
-    return fit_bgnbd_counts(x, tx / cfg.period_days, age / cfg.period_days, w, cfg)
+    tx, age = tx / cfg.period_days, age / cfg.period_days
+    valid = (x >= 0) & (tx >= 0) & (tx <= age) & ((x > 0) | (tx == 0))
+    pairs = np.unique(np.stack([x[valid], age[valid]], axis=1), axis=0)
+    return fit_bgnbd_counts(x, tx, age, w, cfg), (pairs[:, 0], pairs[:, 1])
 
 
 def fit_gamma_gamma(df: DataFrame, cfg: ClvConfig) -> GammaGammaFit:
@@ -547,8 +557,121 @@ def _check_usable(bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig,
                          f"days but the config says {cfg.period_days}")
 
 
+def series_curves(x: np.ndarray, age: np.ndarray, bg: BgNbdFit, terms: list[int],
+                  cfg: ClvConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``G(H)`` and the discounted increments of ``G(1..H)`` per ``(x, T)`` pattern (NumPy).
+
+    The per-pattern part of the BG/NBD conditional expectation (see :func:`score_clv`):
+    ``G(k) = c/(a-1) (1 - (1-z_k)^(a-1) 2F1(A, a-1; c; z_k))`` with ``z_k = k / (alpha + T +
+    k)``, ``c = a + b + x - 1``, ``A = a + b - 1 - r``, the series truncated per z cell as
+    :func:`series_terms_table` says and summed in the nested order of :func:`hyp2f1_series`
+    (the same double operations in the same order as the Spark expression it replaces).
+
+    Args:
+        x: frequencies; age: T in periods (the same doubles the scoring computes).
+        terms: :func:`series_terms_table` of ``bg``.
+
+    Returns:
+        ``(g_horizon, g_discounted)``, one value per pattern.
+    """
+    h = cfg.horizon_periods
+    a, b, r, alpha = bg.a, bg.b, bg.r, bg.alpha
+    big_a, big_b = a + b - 1.0 - r, a - 1.0
+    k = np.arange(1, h + 1, dtype=float)[None, :]
+    z = k / ((alpha + age)[:, None] + k)                    # (patterns, H)
+    c = np.broadcast_to((a + b + x - 1.0)[:, None], z.shape)
+    cell = np.clip(np.ceil(z * _Z_GRID).astype(int), 1, len(terms))
+    n_terms = np.asarray(terms, dtype=int)[cell - 1]
+    series = np.ones_like(z)
+    for n in range(int(n_terms.max()) - 2, -1, -1):          # Horner, small terms first
+        active = n_terms - 2 >= n
+        step = 1.0 + (big_a + n) * (big_b + n) * z / ((c + n) * (n + 1)) * series
+        series = np.where(active, step, series)
+    path = c / (a - 1.0) * (1.0 - np.power(1.0 - z, a - 1.0) * series)
+    per_period = 1.0 + cfg.discount_rate_period
+    total = np.zeros(len(x))
+    previous = np.zeros(len(x))
+    for i in range(h):
+        total = total + (path[:, i] - previous) / np.power(per_period, i + 1)
+        previous = path[:, i]
+    return path[:, h - 1], total
+
+
+def _valid(x: Column, tx: Column, age: Column, m: Column) -> Column:
+    return (x.isNotNull() & tx.isNotNull() & age.isNotNull() & m.isNotNull()
+            & (x >= 0) & (tx >= 0) & (tx <= age) & ((x > 0) | (tx == 0)))
+
+
+def pattern_pairs(df: DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``(frequency, T in periods)`` of the accounts :func:`add_clv` scores (a
+    bounded collect, like the fit's patterns)."""
+    period = F.lit(float(cfg.period_days))
+    x, tx = F.col(FREQUENCY).cast("double"), F.col(RECENCY).cast("double") / period
+    age, m = F.col(AGE).cast("double") / period, F.col(MONETARY).cast("double")
+    pairs = df.where(_valid(x, tx, age, m)).select(x.alias("x"), age.alias("age")).distinct()
+    got = _collect_collapsed(pairs, ["x", "age"], cfg, "clv scoring")
+    return got[0], got[1]
+
+
+CLV_COLUMNS = ["clv_simple", "expected_purchases", "prob_alive", "expected_avg_value",
+               "clv_discounted"]
+
+
+def add_clv(df: DataFrame, bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig, *,
+            pairs: tuple[np.ndarray, np.ndarray] | None = None,
+            allow_unconverged: bool = False) -> DataFrame:
+    """``df`` (with the BTYD columns, days) plus :data:`CLV_COLUMNS` (see :func:`score_clv`).
+
+    Args:
+        pairs: the distinct ``(frequency, T in periods)`` of ``df``'s valid rows, when known
+            (e.g. from the fit's collapsed patterns); collected from ``df`` otherwise.
+    """
+    _check_usable(bg, gg, cfg, allow_unconverged)
+    terms = series_terms_table(bg, cfg)
+    period = F.lit(float(cfg.period_days))
+    r, alpha, a, b = (F.lit(float(v)) for v in (bg.r, bg.alpha, bg.a, bg.b))
+    p, q, v = (F.lit(float(t)) for t in (gg.p, gg.q, gg.v))
+    x = F.col(FREQUENCY).cast("double")
+    tx = F.col(RECENCY).cast("double") / period
+    age = F.col(AGE).cast("double") / period
+    m = F.col(MONETARY).cast("double")
+    valid = _valid(x, tx, age, m)
+    # ln of the odds "dead : alive" for x > 0 (Fader, Hardie and Lee, note 021).
+    log_odds = (F.log(a / (b + F.greatest(x, F.lit(1.0)) - 1.0))
+                + (r + x) * F.log((alpha + age) / (alpha + tx)))
+    alive = F.when(x == 0, F.lit(1.0)).otherwise(1.0 / (1.0 + F.exp(log_odds)))
+    individual = p * x / (p * x + q - 1.0)
+    avg_value = (1.0 - individual) * (v * p / (q - 1.0)) + individual * m
+    # G depends on (x, T) only, not on t_x or the account: it is computed once per distinct
+    # (x, T) pattern on the driver (series_curves; the patterns are bounded by purchase
+    # counts x ages, whatever the number of accounts) and joined back by broadcast. The
+    # expected purchases and the discounted CLV are both linear in P(alive).
+    xs, ages = pairs if pairs is not None else pattern_pairs(df, cfg)
+    g_h, g_d = series_curves(np.asarray(xs, float), np.asarray(ages, float), bg, terms, cfg)
+    curves = df.sparkSession.createDataFrame(
+        [(float(i), float(j), float(gh), float(gd))
+         for i, j, gh, gd in zip(xs, ages, g_h, g_d, strict=True)],
+        "_x double, _age double, _g_horizon double, _g_discounted double")
+    with_alive = df.select(
+        "*", simple_clv_column(cfg).alias("clv_simple"),
+        F.when(valid, x).alias("_x"), F.when(valid, age).alias("_age"),
+        F.when(valid, alive).alias("prob_alive"),
+        F.when(valid, avg_value).alias("expected_avg_value"))
+    scored = with_alive.join(F.broadcast(curves), on=["_x", "_age"], how="left")
+    return scored.select(
+        *df.columns,
+        F.col("clv_simple"),
+        (F.col("prob_alive") * F.col("_g_horizon")).alias("expected_purchases"),
+        F.col("prob_alive"),
+        F.col("expected_avg_value"),
+        (F.col("expected_avg_value") * F.col("prob_alive") * F.col("_g_discounted"))
+        .alias("clv_discounted"),
+    )
+
+
 def score_clv(df: DataFrame, bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig, *,
-              allow_unconverged: bool = False) -> DataFrame:
+              allow_unconverged: bool = False,
+              pairs: tuple[np.ndarray, np.ndarray] | None = None) -> DataFrame:
     """Score every account in Spark with the fitted models (built-in functions only).
 
     Args:
@@ -557,6 +680,7 @@ def score_clv(df: DataFrame, bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig, *,
         bg, gg: fitted models (``bg.period_days`` must equal ``cfg.period_days``).
         cfg: horizon, discounting, units and series tolerance.
         allow_unconverged: score with a fit that did not converge (otherwise raise).
+        pairs: see :func:`add_clv`.
 
     Returns:
         ``[snapshot_month,] account_id, clv_simple, expected_purchases, prob_alive,
@@ -568,68 +692,10 @@ def score_clv(df: DataFrame, bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig, *,
         ClvFitError: a fit did not converge (unless allowed) or its parameters cannot be
             used (see docs/clv.md).
     """
-    _check_usable(bg, gg, cfg, allow_unconverged)
-    terms = series_terms_table(bg, cfg)
-    period = float(cfg.period_days)
-    r, alpha, a, b = (F.lit(float(v)) for v in (bg.r, bg.alpha, bg.a, bg.b))
-    p, q, v = (F.lit(float(t)) for t in (gg.p, gg.q, gg.v))
     keys = _key_columns(df)
-
-    x, tx, age, m = F.col("_x"), F.col("_tx"), F.col("_age"), F.col("_m")
-    prepared = df.select(
-        *keys,
-        simple_clv_column(cfg).alias("clv_simple"),
-        F.col(FREQUENCY).cast("double").alias("_x"),
-        (F.col(RECENCY).cast("double") / F.lit(period)).alias("_tx"),
-        (F.col(AGE).cast("double") / F.lit(period)).alias("_age"),
-        F.col(MONETARY).cast("double").alias("_m"),
-    )
-    valid = (x.isNotNull() & tx.isNotNull() & age.isNotNull() & m.isNotNull()
-             & (x >= 0) & (tx >= 0) & (tx <= age) & ((x > 0) | (tx == 0)))
-    # ln of the odds "dead : alive" for x > 0 (Fader, Hardie and Lee, note 021).
-    log_odds = (F.log(a / (b + F.greatest(x, F.lit(1.0)) - 1.0))
-                + (r + x) * F.log((alpha + age) / (alpha + tx)))
-    alive = F.when(x == 0, F.lit(1.0)).otherwise(1.0 / (1.0 + F.exp(log_odds)))
-    individual = p * x / (p * x + q - 1.0)
-    avg_value = (1.0 - individual) * (v * p / (q - 1.0)) + individual * m
-    big_a, big_b = a + b - 1.0 - r, a - 1.0
-    with_alive = prepared.select(
-        *keys, "clv_simple", "_x", "_age",
-        F.when(valid, alive).alias("prob_alive"),
-        F.when(valid, avg_value).alias("expected_avg_value"),
-    )
-    c = a + b + x - 1.0
-    terms_by_cell = F.array(*[F.lit(n) for n in terms])
-
-    def unconditional(z: Column) -> Column:
-        """G(z) = c/(a-1) (1 - (1-z)^(a-1) 2F1(A, a-1; c; z)); E[X(t)|x,t_x,T] = G P(alive)."""
-        cell = F.least(F.greatest(F.ceil(z * _Z_GRID).cast("int"), F.lit(1)),
-                       F.lit(len(terms)))
-        series = hyp2f1_series(big_a, big_b, c, z, F.element_at(terms_by_cell, cell))
-        return c / (a - 1.0) * (1.0 - F.pow(1.0 - z, a - 1.0) * series)
-
-    # G depends on (x, T) only, not on t_x or the account: it is computed once per distinct
-    # (x, T) pair (a few thousand, bounded by purchase counts x ages whatever the number of
-    # accounts) and joined back. z_k = k / (alpha + T + k) for k = 1..H is bound once per
-    # period (lambda variable), then G(k) for every k in one array; the discounted increments
-    # are a cheap fold over it, and both are linear in P(alive), which multiplies them after.
-    z_path = F.transform(F.sequence(F.lit(1), F.lit(cfg.horizon_periods)),
-                         lambda k: k.cast("double") / (alpha + age + k.cast("double")))
-    curves = (with_alive.where(F.col("prob_alive").isNotNull()).select("_x", "_age").distinct()
-              .select("_x", "_age", F.transform(z_path, unconditional).alias("_path"))
-              .select("_x", "_age",
-                      F.element_at(F.col("_path"), cfg.horizon_periods).alias("_g_horizon"),
-                      discounted_increments(F.col("_path"), cfg).alias("_g_discounted")))
-    scored = with_alive.join(curves, on=["_x", "_age"], how="left")
-    return scored.select(
-        *keys,
-        F.col("clv_simple"),
-        (F.col("prob_alive") * F.col("_g_horizon")).alias("expected_purchases"),
-        F.col("prob_alive"),
-        F.col("expected_avg_value"),
-        (F.col("expected_avg_value") * F.col("prob_alive") * F.col("_g_discounted"))
-        .alias("clv_discounted"),
-    )
+    scored = add_clv(df.select(*keys, *BTYD_COLUMNS), bg, gg, cfg, pairs=pairs,
+                     allow_unconverged=allow_unconverged)
+    return scored.select(*keys, *CLV_COLUMNS)
 
 
 def discounted_increments(path: Column, cfg: ClvConfig) -> Column:
@@ -676,12 +742,46 @@ def model_metrics(bg: BgNbdFit, gg: GammaGammaFit, cfg: ClvConfig) -> list[Metri
     return rows
 
 
+@dataclass(frozen=True)
+class ClvModel:
+    """Fitted BG/NBD and Gamma-Gamma models, ready for :func:`add_clv`.
+
+    Attributes:
+        pairs: the distinct ``(frequency, T in periods)`` of the accounts fitted.
+        metrics: model-metric rows (:func:`model_metrics` and ``series_terms_max``).
+    """
+
+    bg: BgNbdFit
+    gg: GammaGammaFit
+    pairs: tuple[np.ndarray, np.ndarray]
+    metrics: list[MetricRow]
+
+
+def fit_clv(df: DataFrame, cfg: ClvConfig, *, allow_unconverged: bool = False) -> ClvModel:
+    """Fit BG/NBD and Gamma-Gamma on ``df`` (two collapses, each one aggregate).
+
+    Raises:
+        ClvFitError: a fit did not converge (unless ``allow_unconverged``) or cannot be
+            used; its ``metrics`` attribute carries the metric rows for the run log.
+    """
+    bg, pairs = _fit_bgnbd_patterns(df, cfg)
+    gg = fit_gamma_gamma(df, cfg)
+    metrics = model_metrics(bg, gg, cfg)
+    try:
+        _check_usable(bg, gg, cfg, allow_unconverged)
+        metrics.append(("clv", "all", "series_terms_max",
+                        float(max(series_terms_table(bg, cfg)))))
+    except ClvFitError as exc:
+        raise ClvFitError(str(exc), metrics) from exc
+    return ClvModel(bg, gg, pairs, metrics)
+
+
 def fit_and_score(df: DataFrame, cfg: ClvConfig, *, allow_unconverged: bool = False
                   ) -> tuple[DataFrame, list[MetricRow]]:
     """Fit BG/NBD and Gamma-Gamma on ``df`` and score every account of it.
 
     ``df`` is read twice to collapse (once per model) and once more when the scores are
-    written; cache it upstream if it is expensive to recompute.
+    written; materialise it upstream if it is expensive to recompute.
 
     Returns:
         The scores (:func:`score_clv`) and the model-metric rows (:func:`model_metrics`,
@@ -691,13 +791,7 @@ def fit_and_score(df: DataFrame, cfg: ClvConfig, *, allow_unconverged: bool = Fa
         ClvFitError: a fit did not converge (unless ``allow_unconverged``) or cannot be
             used; its ``metrics`` attribute carries the metric rows for the run log.
     """
-    bg = fit_bgnbd(df, cfg)
-    gg = fit_gamma_gamma(df, cfg)
-    metrics = model_metrics(bg, gg, cfg)
-    try:
-        scores = score_clv(df, bg, gg, cfg, allow_unconverged=allow_unconverged)
-        metrics.append(("clv", "all", "series_terms_max", float(max(series_terms_table(bg,
-                                                                                        cfg)))))
-    except ClvFitError as exc:
-        raise ClvFitError(str(exc), metrics) from exc
-    return scores, metrics
+    model = fit_clv(df, cfg, allow_unconverged=allow_unconverged)
+    scores = score_clv(df, model.bg, model.gg, cfg, allow_unconverged=allow_unconverged,
+                       pairs=model.pairs)
+    return scores, model.metrics

@@ -97,11 +97,13 @@ class InputsConfig:
 
 
 # Folders the job writes under ``<warehouse>`` besides ``<database>/<table>``: fitted models,
-# the catalog's database folder (cvm_spark.delta_io.create_database) and the run locks
-# (cvm_spark.locking).
+# the catalog's database folder (cvm_spark.delta_io.create_database), the run locks
+# (cvm_spark.locking) and the runs' work areas (cvm_spark.workarea).
 CATALOG_DIR = "_catalog"
 LOCKS_DIR = "_locks"
-WAREHOUSE_DIRS = ("_models", CATALOG_DIR, LOCKS_DIR)
+# a run's intermediate results (cvm_spark.workarea), removed when the run ends
+WORK_DIR = "_work"
+WAREHOUSE_DIRS = ("_models", CATALOG_DIR, LOCKS_DIR, WORK_DIR)
 
 
 def _is_uri(path: str) -> bool:
@@ -159,6 +161,35 @@ class OutputConfig:
                 f"warehouse {root} (a symlink pointing out of it?); every write stays inside "
                 "output.warehouse")
         return str(target)
+
+
+@dataclass(frozen=True)
+class PerformanceConfig:
+    """How a run sizes its Spark work (docs/performance.md, "partitions").
+
+    Attributes:
+        shuffle_partitions: partitions of every shuffle of the run; 0 (default) sizes them
+            from the inputs: their bytes (files), times the in-memory expansion of their
+            format, over ``partition_mb``, rounded up to a multiple of Spark's default
+            parallelism (the cores), and at least that.
+        partition_mb: target in-memory size of one shuffle partition, in MB.
+        broadcast_accounts: the accepted account ids are sent to every task (a broadcast
+            join, no shuffle of the event rows) up to this many accounts; above it the
+            orphan check joins by shuffling.
+    """
+
+    shuffle_partitions: int = 0
+    partition_mb: int = 128
+    broadcast_accounts: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.shuffle_partitions <= 100_000,
+               f"shuffle_partitions must be in 0..100000 (0 = from the input size), "
+               f"got {self.shuffle_partitions}")
+        _check(8 <= self.partition_mb <= 4096,
+               f"partition_mb must be in 8..4096, got {self.partition_mb}")
+        _check(self.broadcast_accounts >= 0,
+               f"broadcast_accounts must be >= 0, got {self.broadcast_accounts}")
 
 
 PRIVACY_KEY_ENV = "CVM_PSEUDONYM_SECRET"
@@ -531,6 +562,7 @@ class CvmConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     spark: dict[str, str] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
     def __post_init__(self) -> None:
         _check(self.version == CONFIG_VERSION,

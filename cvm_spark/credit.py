@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from cvm_spark.config import _check
-from cvm_spark.features import months_back
+from cvm_spark.months import months_back
 from cvm_spark.schemas import ACCOUNT_ID
 
 ROLLUP_RULES = ("worst", "mode")

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from delta.exceptions import MetadataChangedException, ProtocolChangedException
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from cvm_spark.config import CATALOG_DIR, OutputConfig
@@ -164,6 +164,14 @@ def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
 
 def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date,
                    mode: WriteMode = "replace", properties: dict[str, str] | None = None) -> int:
+    """:func:`write_observed` without extra metrics: returns the number of rows written."""
+    rows, _ = write_observed(df, table, output, snapshot, mode, properties)
+    return rows
+
+
+def write_observed(df: DataFrame, table: str, output: OutputConfig, snapshot: date,
+                   mode: WriteMode = "replace", properties: dict[str, str] | None = None,
+                   observe: dict[str, Column] | None = None) -> tuple[int, dict[str, Any]]:
     """Write one snapshot month of an output table: replace it (default) or append to it.
 
     ``replace`` is ``overwrite`` with ``replaceWhere snapshot_month = <snapshot>``: the
@@ -189,8 +197,12 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
         properties: extra table properties set when the write creates the table (e.g. the
             pseudonym key id, :func:`cvm_spark.privacy.table_properties`).
 
+        observe: extra aggregates computed over the rows while they are written (e.g. rows
+            per segment), name -> aggregate expression; no extra pass over the data.
+
     Returns:
-        The number of rows written (counted while writing, not by a second pass).
+        The number of rows written and the ``observe`` values (both counted while writing,
+        not by a second pass).
 
     Raises:
         OutputSchemaError: an undocumented column, or a schema change that would lose data.
@@ -215,8 +227,8 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     with table_write_guard(output, table):
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                rows = _write_once(df, table, path, output, snapshot, mode, attempt,
-                                   properties)
+                observed = _write_once(df, table, path, output, snapshot, mode, attempt,
+                                       properties, observe or {})
                 break
             except RETRYABLE_CONFLICTS as exc:
                 if attempt == COMMIT_ATTEMPTS:
@@ -227,12 +239,14 @@ def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: da
                             COMMIT_ATTEMPTS)
                 time.sleep(RETRY_PAUSE_SECONDS * attempt)
     _register(spark, output, table, path)
+    rows = int(observed.pop("rows"))
     log.info("wrote %s rows to %s for %s (%s)", rows, table, snapshot.isoformat(), mode)
-    return rows
+    return rows, observed
 
 
 def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snapshot: date,
-                mode: WriteMode, attempt: int, properties: dict[str, str] | None) -> int:
+                mode: WriteMode, attempt: int, properties: dict[str, str] | None,
+                observe: dict[str, Column]) -> dict[str, Any]:
     """One attempt of :func:`write_snapshot`: create or check the table, then one commit."""
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, path):
@@ -240,7 +254,8 @@ def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snap
     # also after creating: the table may come from a concurrent writer
     df = _align_schema(spark, df, table, path)
     observation = Observation(f"write_{table}_{attempt}")
-    observed = df.observe(observation, F.count(F.lit(1)).alias("rows"))
+    observed = df.observe(observation, F.count(F.lit(1)).alias("rows"),
+                          *[agg.alias(name) for name, agg in observe.items()])
     writer = (observed.write.format("delta")
               .option("maxRecordsPerFile", output.target_file_rows))
     if mode == "replace":
@@ -249,7 +264,7 @@ def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snap
     else:
         writer = writer.mode("append")
     writer.save(path)
-    return int(observation.get["rows"])
+    return dict(observation.get)
 
 
 def _normalise_location(location: str) -> str:

@@ -36,7 +36,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.config import _check
-from cvm_spark.features import months_back
+from cvm_spark.months import months_back
 from cvm_spark.schemas import ACCOUNT_ID
 
 METHODS = ("base", "arc")
@@ -86,17 +86,29 @@ class ElasticityConfig:
                f"spend_change_tolerance must be in [0, 1), got {self.spend_change_tolerance}")
 
 
-def _period_sums(df: DataFrame, value: str, snapshot: date, months: int,
-                 prefix: str) -> DataFrame:
-    """``<prefix>_prev`` and ``<prefix>_cur``: sums of ``value`` per account (one pass)."""
-    k = months_back(F.col("month"), snapshot)
-    first = F.add_months(F.lit(snapshot), -(2 * months - 1))
-    return (df.where(F.col("month").between(first, F.lit(snapshot)))
-            .groupBy(ACCOUNT_ID)
-            .agg(F.sum(F.when(k >= months, F.col(value)).otherwise(F.lit(0.0)))
-                 .alias(f"{prefix}_prev"),
-                 F.sum(F.when(k < months, F.col(value)).otherwise(F.lit(0.0)))
-                 .alias(f"{prefix}_cur")))
+def _period_sums(value: Column, k: Column, months: int, prefix: str) -> list[Column]:
+    """``<prefix>_prev`` and ``<prefix>_cur``: sums of ``value`` over the two periods
+    (rows with ``k`` in ``0 .. 2 * months - 1``)."""
+    return [F.sum(F.when((k >= months) & (k < 2 * months), value).otherwise(F.lit(0.0)))
+            .alias(f"{prefix}_prev"),
+            F.sum(F.when((k >= 0) & (k < months), value).otherwise(F.lit(0.0)))
+            .alias(f"{prefix}_cur")]
+
+
+def income_aggregates(cfg: ElasticityConfig) -> list[Column]:
+    """Aggregates over monthly rows with ``k`` and ``income`` (every month, open or not,
+    e.g. :func:`cvm_spark.features.monthly_rows`): income of the two periods, and how many
+    months of the periods have rows."""
+    n, k = cfg.period_months, F.col("k")
+    return [*_period_sums(F.col("income"), k, n, "income"),
+            F.count(F.when((k >= 0) & (k < 2 * n), 1)).alias("_income_months")]
+
+
+def spend_aggregates(snapshot: date, cfg: ElasticityConfig) -> list[Column]:
+    """Aggregates over ``marketing`` rows: spend of the two periods and the rows in them."""
+    n, k = cfg.period_months, months_back(F.col("month"), snapshot)
+    return [*_period_sums(F.col("spend"), k, n, "spend"),
+            F.count(F.when((k >= 0) & (k < 2 * n), 1)).alias("_spend_months")]
 
 
 def relative_change(prev: Column, cur: Column, method: str) -> Column:
@@ -118,6 +130,29 @@ def elasticity_class(e: Column, cfg: ElasticityConfig) -> Column:
             .otherwise(F.lit(labels.inelastic)))
 
 
+ELASTICITY_COLUMNS = ["income_prev", "income_cur", "spend_prev", "spend_cur", "elasticity",
+                      "elasticity_class", "return_on_spend"]
+
+
+def elasticity_from_aggregates(cfg: ElasticityConfig) -> list[Column]:
+    """:data:`ELASTICITY_COLUMNS` over a row with the :func:`income_aggregates` and
+    :func:`spend_aggregates` (null when the account had no rows). An account with no
+    monthly or marketing rows in the two periods gets nulls (its class is the caller's
+    "undefined")."""
+    has_rows = ((F.coalesce(F.col("_income_months"), F.lit(0)) > 0)
+                | (F.coalesce(F.col("_spend_months"), F.lit(0)) > 0))
+    sums = {c: F.coalesce(F.col(c), F.lit(0.0))
+            for c in ("income_prev", "income_cur", "spend_prev", "spend_cur")}
+    dq = relative_change(sums["income_prev"], sums["income_cur"], cfg.method)
+    dp = relative_change(sums["spend_prev"], sums["spend_cur"], cfg.method)
+    spend_changed = F.abs(dp) > F.lit(cfg.spend_change_tolerance)
+    e = F.when(spend_changed, dq / dp)
+    values = {**sums, "elasticity": e, "elasticity_class": elasticity_class(e, cfg),
+              "return_on_spend": F.when(sums["spend_cur"] > 0,
+                                        sums["income_cur"] / sums["spend_cur"])}
+    return [F.when(has_rows, values[c]).alias(c) for c in ELASTICITY_COLUMNS]
+
+
 def value_elasticity(monthly_product: DataFrame, marketing: DataFrame, snapshot: date,
                      cfg: ElasticityConfig) -> DataFrame:
     """Income elasticity to marketing spend between the previous and the current period.
@@ -134,20 +169,12 @@ def value_elasticity(monthly_product: DataFrame, marketing: DataFrame, snapshot:
         elasticity (null when undefined), elasticity_class, return_on_spend
         (``income_cur / spend_cur``, null when ``spend_cur = 0``).
     """
-    n = cfg.period_months
-    income = _period_sums(monthly_product, "income", snapshot, n, "income")
-    spend = _period_sums(marketing, "spend", snapshot, n, "spend")
-    joined = income.join(spend, on=ACCOUNT_ID, how="full").select(
-        ACCOUNT_ID,
-        *[F.coalesce(F.col(c), F.lit(0.0)).alias(c)
-          for c in ("income_prev", "income_cur", "spend_prev", "spend_cur")])
-    dq = relative_change(F.col("income_prev"), F.col("income_cur"), cfg.method)
-    dp = relative_change(F.col("spend_prev"), F.col("spend_cur"), cfg.method)
-    spend_changed = F.abs(dp) > F.lit(cfg.spend_change_tolerance)
-    with_e = joined.select("*", F.when(spend_changed, dq / dp).alias("elasticity"))
-    return with_e.select(
-        ACCOUNT_ID, "income_prev", "income_cur", "spend_prev", "spend_cur", "elasticity",
-        elasticity_class(F.col("elasticity"), cfg).alias("elasticity_class"),
-        F.when(F.col("spend_cur") > 0, F.col("income_cur") / F.col("spend_cur"))
-        .alias("return_on_spend"),
-    )
+    first = F.add_months(F.lit(snapshot), -(2 * cfg.period_months - 1))
+    k = months_back(F.col("month"), snapshot).alias("k")
+    income = (monthly_product.where(F.col("month").between(first, F.lit(snapshot)))
+              .select(ACCOUNT_ID, k, "income")
+              .groupBy(ACCOUNT_ID).agg(*income_aggregates(cfg)))
+    spend = (marketing.where(F.col("month").between(first, F.lit(snapshot)))
+             .groupBy(ACCOUNT_ID).agg(*spend_aggregates(snapshot, cfg)))
+    joined = income.join(spend, on=ACCOUNT_ID, how="full")
+    return joined.select(ACCOUNT_ID, *elasticity_from_aggregates(cfg))

@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -61,7 +62,18 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cvm_spark.config import FeaturesConfig, _check, to_dict
-from cvm_spark.features import compute_features
+from cvm_spark.features import (
+    account_attributes,
+    account_base,
+    aggregates_for,
+    features_from_aggregates,
+    monthly_aggregates,
+    monthly_rows,
+    opened_by,
+    transaction_aggregates,
+    transaction_days,
+)
+from cvm_spark.months import add_months, month_end
 from cvm_spark.schemas import ACCOUNT_ID
 from cvm_spark.timing import StageTimer, no_stage
 
@@ -91,6 +103,12 @@ _LOG_PREFIX = "_fv_log_"
 _MASK47 = (1 << 47) - 1
 _TWO47 = float(1 << 47)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Accounts per partition of the training frame, and the fewest partitions (two: a shuffle
+# into one partition would send every training row through one task; see
+# training_partitions).
+TRAINING_ROWS_PER_PARTITION = 250_000
+MIN_TRAINING_PARTITIONS = 2
 
 # Income-based predictors (currency units). Counts and ratios (product_count, active months,
 # tenure, volatility, frequency) were measured to hurt on held-out data: in a small
@@ -260,12 +278,6 @@ class FutureValueModelNotFound(FileNotFoundError):
 # --------------------------------------------------------------------------------------------
 
 
-def add_months(month: date, n: int) -> date:
-    """First day of the month ``n`` months after (``n < 0``: before) ``month``."""
-    idx = month.year * 12 + month.month - 1 + n
-    return date(idx // 12, idx % 12 + 1, 1)
-
-
 def _require(df: DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -279,27 +291,42 @@ def _feature_values(columns: list[str]) -> list[Column]:
     return [F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(c) for c in columns]
 
 
-def build_training_set(accounts: DataFrame, transactions: DataFrame,
-                       monthly_product: DataFrame, snapshot: date,
-                       features_cfg: FeaturesConfig, product_lines: list[str],
-                       cfg: FutureValueConfig) -> DataFrame:
-    """Features as of ``t-H``, the income of ``t-H+1 .. t`` (label) and the naive baseline.
+TRAINING_SUFFIX = "__h"
+
+
+def label_aggregates(cfg: FutureValueConfig) -> list[Column]:
+    """Aggregates over monthly rows with ``k`` (months back from the snapshot ``t``) and
+    ``income`` (every month, open or not): the label (income of months ``t-H+1 .. t``) and
+    the direct baseline (income of months ``t-2H+1 .. t-H``)."""
+    h, k, income = cfg.horizon_months, F.col("k"), F.col("income")
+    return [F.sum(F.when((k >= 0) & (k < h), income)).alias("_fv_label"),
+            F.sum(F.when((k >= h) & (k < 2 * h), income)).alias("_fv_baseline")]
+
+
+def training_columns(cfg: FutureValueConfig) -> list[str]:
+    """The features columns (as of ``t-H``) the training set reads."""
+    return [ACCOUNT_ID, "is_closed", *cfg.input_columns, cfg.baseline_column]
+
+
+def training_aggregates(cfg: FutureValueConfig, features_cfg: FeaturesConfig,
+                        product_lines: list[str]) -> set[str]:
+    """The aggregates (as of ``t-H``) :func:`training_from_facts` reads."""
+    return aggregates_for(training_columns(cfg), features_cfg, product_lines)
+
+
+def training_from_facts(facts: DataFrame, snapshot: date, features_cfg: FeaturesConfig,
+                        product_lines: list[str], cfg: FutureValueConfig) -> DataFrame:
+    """The training set from account facts (``cvm_spark.facts``): the features as of
+    ``t-H`` (aggregates named with :data:`TRAINING_SUFFIX`) and :func:`label_aggregates`.
 
     The population is the accounts open at the end of month ``t-H`` (not closed by then).
-
-    Args:
-        accounts, transactions, monthly_product: accepted input rows (contract types).
-        snapshot: first day of the snapshot month ``t``.
-        features_cfg: window settings of the features.
-        product_lines: product lines (as for :func:`cvm_spark.features.compute_features`).
-        cfg: future-value settings.
 
     Returns:
         ``account_id``, the columns of ``cfg.input_columns`` (doubles, nulls as 0),
         ``label`` (sum of ``monthly_product.income`` over months ``t-H+1 .. t``, 0 without
         rows) and ``baseline`` (income of months ``t-2H+1 .. t-H``: the last H months
-        repeated; the feature ``income_<H>m`` when H is a feature window, else summed from
-        ``monthly_product`` in the same pass as the label).
+        repeated; the feature ``income_<H>m`` when H is a feature window, else the direct
+        sum).
 
     Raises:
         ValueError: a configured feature is not a column of the features table, or
@@ -307,8 +334,10 @@ def build_training_set(accounts: DataFrame, transactions: DataFrame,
     """
     h = cfg.horizon_months
     as_of = add_months(snapshot, -h)
-    features = compute_features(accounts, transactions, monthly_product, as_of, features_cfg,
-                                product_lines)
+    features = facts.where(opened_by(as_of)).select(
+        *features_from_aggregates(as_of, features_cfg, product_lines, TRAINING_SUFFIX,
+                                  columns=training_columns(cfg)),
+        "_fv_label", "_fv_baseline")
     columns = cfg.input_columns
     _require(features, columns, f"features as of {as_of:%Y-%m}")
     baseline_feature = cfg.baseline_column
@@ -317,23 +346,46 @@ def build_training_set(accounts: DataFrame, transactions: DataFrame,
         raise ValueError(f"future_value.target 'change' needs the feature {baseline_feature}: "
                          f"add {h} to features.windows_months or set future_value.target "
                          f"to 'income'")
-    month = F.col("month")
-    # One pass over monthly facts: label months (after as_of) and, only when no feature
-    # holds it, the baseline months (the H months ending at as_of).
-    aggs = [F.sum(F.when(month > F.lit(as_of), F.col("income"))).alias(LABEL)]
-    if direct_baseline:
-        aggs.append(F.sum(F.when(month <= F.lit(as_of), F.col("income"))).alias(BASELINE))
-    first = add_months(as_of, -(h - 1) if direct_baseline else 1)
-    income = (monthly_product
-              .where(month.between(F.lit(first), F.lit(snapshot)))
-              .groupBy(ACCOUNT_ID).agg(*aggs))
-    baseline = (F.col(BASELINE) if direct_baseline
-                else F.col(baseline_feature))
+    baseline = F.col("_fv_baseline") if direct_baseline else F.col(baseline_feature)
     return (features.where(~F.col("is_closed"))
-            .join(income, on=ACCOUNT_ID, how="left")
             .select(ACCOUNT_ID, *_feature_values(columns),
-                    F.coalesce(F.col(LABEL), F.lit(0.0)).alias(LABEL),
+                    F.coalesce(F.col("_fv_label"), F.lit(0.0)).alias(LABEL),
                     F.coalesce(baseline.cast("double"), F.lit(0.0)).alias(BASELINE)))
+
+
+def build_training_set(accounts: DataFrame, transactions: DataFrame,
+                       monthly_product: DataFrame, snapshot: date,
+                       features_cfg: FeaturesConfig, product_lines: list[str],
+                       cfg: FutureValueConfig) -> DataFrame:
+    """Features as of ``t-H``, the income of ``t-H+1 .. t`` (label) and the naive baseline.
+
+    :func:`training_from_facts` over the account facts of these inputs (the pipeline builds
+    the facts once for every model; this computes them for the training set alone).
+
+    Args:
+        accounts, transactions, monthly_product: accepted input rows (contract types).
+        snapshot: first day of the snapshot month ``t``.
+        features_cfg: window settings of the features.
+        product_lines: product lines (as for :func:`cvm_spark.features.compute_features`).
+        cfg: future-value settings.
+
+    Raises:
+        ValueError: see :func:`training_from_facts`.
+    """
+    as_of = add_months(snapshot, -cfg.horizon_months)
+    attributes = account_attributes(accounts, snapshot)
+    base = account_base(accounts, snapshot)
+    only = training_aggregates(cfg, features_cfg, product_lines)
+    txn_aggs = transaction_aggregates(as_of, features_cfg, TRAINING_SUFFIX, only=only)
+    mon = (monthly_rows(monthly_product, base, snapshot, product_lines).groupBy(ACCOUNT_ID)
+           .agg(*monthly_aggregates(as_of, snapshot, features_cfg, product_lines,
+                                    TRAINING_SUFFIX, only=only), *label_aggregates(cfg)))
+    facts = attributes.join(mon, on=ACCOUNT_ID, how="left")
+    if txn_aggs:
+        txn = (transaction_days(transactions, month_end(as_of), features_cfg)
+               .groupBy(ACCOUNT_ID).agg(*txn_aggs))
+        facts = facts.join(txn, on=ACCOUNT_ID, how="left")
+    return training_from_facts(facts, snapshot, features_cfg, product_lines, cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,8 +473,20 @@ def _name_clusters(stats: dict[int, dict[str, float]], n_centers: int,
     return [(cid, names[rank]) for rank, cid in enumerate(ranked)]
 
 
+def training_partitions(accounts: int) -> int:
+    """Partitions of the training frame: one per ``TRAINING_ROWS_PER_PARTITION`` accounts,
+    at least ``MIN_TRAINING_PARTITIONS``.
+
+    KMeans' seeded initialisation samples rows partition by partition, so the partitioning
+    is part of what makes a fit repeatable: it follows the data, never the machine's cores.
+    """
+    return max(MIN_TRAINING_PARTITIONS, -(-accounts // TRAINING_ROWS_PER_PARTITION))
+
+
 def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
-                     seed: int, stage: StageTimer = no_stage) -> FutureValueModel:
+                     seed: int, stage: StageTimer = no_stage,
+                     materialize: Callable[[DataFrame, str], DataFrame] | None = None,
+                     partitions: int | None = None) -> FutureValueModel:
     """Fit clusters and per-cluster regressions on the train part; evaluate on the hold-out.
 
     Args:
@@ -441,23 +505,34 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
         ``mean_label``, ``centroid:<cluster feature>`` (members' mean in original units),
         ``intercept``, ``coef:<feature>`` and ``pooled`` (1 = pooled-regression fallback).
 
+        materialize: writes the training frame once and returns it read back
+            (:meth:`cvm_spark.workarea.WorkArea.materialize`): every fit then starts from a
+            file scan instead of the training set's lineage. Without it the frame is cached.
+        partitions: partitions of the training frame (:func:`training_partitions`); None
+            keeps the session's shuffle partitions.
+
     Raises:
         ValueError: the training set misses a column, or its train part is empty.
     """
     features, columns = list(cfg.features), cfg.input_columns
     _require(training, [ACCOUNT_ID, *columns, LABEL, BASELINE], "training set")
-    # Hash-partition and sort by account so the cached rows, hence KMeans' seeded
-    # initialisation and every sum, do not depend on the order shuffles deliver rows in.
-    data = (training
-            .select(ACCOUNT_ID, *columns, LABEL, BASELINE,
-                    holdout_flag(seed, cfg.holdout_fraction).alias(_HOLDOUT))
-            .repartition(F.col(ACCOUNT_ID)).sortWithinPartitions(ACCOUNT_ID)
-            .persist())
+    # Hash-partition and sort by account so the rows, hence KMeans' seeded initialisation
+    # and every sum, do not depend on the order shuffles deliver rows in.
+    selected = training.select(ACCOUNT_ID, *columns, LABEL, BASELINE,
+                               holdout_flag(seed, cfg.holdout_fraction).alias(_HOLDOUT))
+    spread = (selected.repartition(F.col(ACCOUNT_ID)) if partitions is None
+              else selected.repartition(partitions, F.col(ACCOUNT_ID)))
+    ordered = spread.sortWithinPartitions(ACCOUNT_ID)
+    data = ordered.persist() if materialize is None else None
     clustered: DataFrame | None = None
     try:
-        train = data.where(~F.col(_HOLDOUT))
         with stage("future_value_training"):
-            # the whole training set is computed here, once, into the cache
+            # the whole training set is computed here, once: written to the work area, or
+            # into the cache by the count
+            if materialize is not None:
+                data = materialize(ordered, "fv_training")
+            assert data is not None
+            train = data.where(~F.col(_HOLDOUT))
             n_train = train.count()
         if n_train == 0:
             raise ValueError(f"training set: no accounts in the train part (no account open "
@@ -507,7 +582,8 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
     finally:
         if clustered is not None:
             clustered.unpersist()
-        data.unpersist()
+        if data is not None:
+            data.unpersist()
     result = FutureValueModel(pipeline=pipeline, regressions=regressions, config=cfg,
                               seed=seed, metrics=metrics)
     log.info("future value: fitted %d clusters (%s); hold-out rmse %.4g vs baseline %.4g",
@@ -585,6 +661,39 @@ def _float(value: float | None) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+_KEEP = "_fv_keep_"
+FUTURE_COLUMNS = ["fv_cluster", "future_value"]
+
+
+def add_future_value(df: DataFrame, model: FutureValueModel) -> DataFrame:
+    """``df`` plus ``fv_cluster`` and ``future_value`` (see :func:`score`): one projection
+    through the fitted pipeline and the regressions' expression; ``df``'s own columns are
+    kept as they are (the models read the features with nulls as 0 under the same names,
+    so the originals are carried aside and put back)."""
+    cfg = model.config
+    columns = cfg.input_columns
+    baseline = [cfg.baseline_column] if cfg.target == "change" else []
+    _require(df, [ACCOUNT_ID, *columns, *baseline], "features to score")
+    closed = (F.coalesce(F.col("is_closed"), F.lit(False)) if "is_closed" in df.columns
+              else F.lit(False))
+    kept = [F.col(c).alias(f"{_KEEP}{c}") if c in columns else F.col(c) for c in df.columns]
+    prepared = df.select(
+        *kept, *_feature_values(columns),
+        *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(BASELINE) for c in baseline],
+        closed.alias("_fv_closed"))
+    names = model.names
+    # KMeans ids are 0..n-1, so the name is an array lookup (no CASE, no catch-all).
+    name = F.element_at(F.array(*[F.lit(names[i]) for i in range(len(names))]),
+                        F.col(_CLUSTER_ID) + 1)
+    value = prediction(model.regressions, cfg)
+    is_closed = F.col("_fv_closed")
+    return model.pipeline.transform(prepared).select(
+        *[F.col(f"{_KEEP}{c}").alias(c) if c in columns else F.col(c) for c in df.columns],
+        F.when(~is_closed, name).alias("fv_cluster"),
+        F.when(is_closed, F.lit(0.0)).otherwise(value).alias("future_value"),
+    )
+
+
 def score(model: FutureValueModel, features_now: DataFrame) -> DataFrame:
     """Score accounts with their cluster's regression.
 
@@ -602,26 +711,12 @@ def score(model: FutureValueModel, features_now: DataFrame) -> DataFrame:
         ValueError: a configured feature column is missing.
     """
     cfg = model.config
-    columns = cfg.input_columns
     baseline = [cfg.baseline_column] if cfg.target == "change" else []
-    _require(features_now, [ACCOUNT_ID, *columns, *baseline], "features to score")
-    closed = (F.coalesce(F.col("is_closed"), F.lit(False)) if "is_closed" in features_now.columns
-              else F.lit(False))
-    prepared = features_now.select(
-        ACCOUNT_ID, *_feature_values(columns),
-        *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(BASELINE) for c in baseline],
-        closed.alias("_fv_closed"))
-    names = model.names
-    # KMeans ids are 0..n-1, so the name is an array lookup (no CASE, no catch-all).
-    name = F.element_at(F.array(*[F.lit(names[i]) for i in range(len(names))]),
-                        F.col(_CLUSTER_ID) + 1)
-    value = prediction(model.regressions, cfg)
-    is_closed = F.col("_fv_closed")
-    return model.pipeline.transform(prepared).select(
-        ACCOUNT_ID,
-        F.when(~is_closed, name).alias("fv_cluster"),
-        F.when(is_closed, F.lit(0.0)).otherwise(value).alias("future_value"),
-    )
+    needed = [ACCOUNT_ID, *cfg.input_columns, *baseline]
+    _require(features_now, needed, "features to score")
+    closed = ["is_closed"] if "is_closed" in features_now.columns else []
+    base = features_now.select(*dict.fromkeys([*needed, *closed]))
+    return add_future_value(base, model).select(ACCOUNT_ID, *FUTURE_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -713,50 +808,63 @@ def load_future_value(spark: SparkSession, root: str, snapshot: date) -> FutureV
 # --------------------------------------------------------------------------------------------
 
 
-def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_product: DataFrame,
-                     features_now: DataFrame, snapshot: date, features_cfg: FeaturesConfig,
-                     product_lines: list[str], cfg: FutureValueConfig, seed: int,
-                     model_root: str, retrain: bool = True, stage: StageTimer = no_stage
-                     ) -> tuple[DataFrame, list[MetricRow]]:
-    """Train (and save) or reuse the snapshot's model, and score the current snapshot.
+def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, snapshot: date,
+                             cfg: FutureValueConfig, seed: int, model_root: str,
+                             retrain: bool = True, stage: StageTimer = no_stage,
+                             materialize: Callable[[DataFrame, str], DataFrame] | None = None,
+                             partitions: int | None = None) -> FutureValueModel:
+    """Train (and save) the snapshot's model, or load the one saved for it.
 
     Args:
-        accounts, transactions, monthly_product: accepted input rows.
-        features_now: the features table as of ``snapshot`` (:func:`compute_features`).
+        training: the training set (:func:`training_from_facts`, :func:`build_training_set`);
+            read only when ``retrain``.
         snapshot: first day of the snapshot month.
-        features_cfg, product_lines: as for the features.
         cfg: future-value settings.
         seed: the run's seed.
         model_root: models go to ``<model_root>/future_value/<YYYY-MM>/`` (the pipeline
             passes ``<warehouse>/_models``).
         retrain: fit and save a new model (overwriting the snapshot's); False reuses the
             saved one.
-        stage: wraps the fitting steps (see :func:`fit_future_value`).
-
-    Returns:
-        The scores (:func:`score`) and the metric rows of the fit (read back from the
-        manifest when reusing).
+        stage, materialize, partitions: see :func:`fit_future_value`.
 
     Raises:
         FutureValueModelNotFound: ``retrain`` is False and nothing is saved for the snapshot.
-        ValueError: the saved model was fitted with other settings (config fingerprint), or
-            a configured feature column is missing.
+        ValueError: the saved model was fitted with other settings (config fingerprint).
     """
     if retrain:
-        training = build_training_set(accounts, transactions, monthly_product, snapshot,
-                                      features_cfg, product_lines, cfg)
-        model = fit_future_value(training, cfg, seed, stage=stage)
+        if training is None:
+            raise ValueError("retrain needs the training set")
+        model = fit_future_value(training, cfg, seed, stage=stage, materialize=materialize,
+                                 partitions=partitions)
         save_future_value(model, model_root, snapshot)
-    else:
-        model = load_future_value(features_now.sparkSession, model_root, snapshot)
-        if model.config != cfg:
-            changed = [f.name for f in dataclasses.fields(cfg)
-                       if getattr(cfg, f.name) != getattr(model.config, f.name)]
-            raise ValueError(
-                f"the future-value model saved for {snapshot:%Y-%m} was fitted with other "
-                f"settings (fingerprint {model.config.fingerprint()} != {cfg.fingerprint()}; "
-                f"changed: {changed}); run with retrain or restore the settings")
-        if model.seed != seed:
-            log.info("future value: reusing a model fitted with seed %d (run seed %d)",
-                     model.seed, seed)
+        return model
+    model = load_future_value(spark, model_root, snapshot)
+    if model.config != cfg:
+        changed = [f.name for f in dataclasses.fields(cfg)
+                   if getattr(cfg, f.name) != getattr(model.config, f.name)]
+        raise ValueError(
+            f"the future-value model saved for {snapshot:%Y-%m} was fitted with other "
+            f"settings (fingerprint {model.config.fingerprint()} != {cfg.fingerprint()}; "
+            f"changed: {changed}); run with retrain or restore the settings")
+    if model.seed != seed:
+        log.info("future value: reusing a model fitted with seed %d (run seed %d)",
+                 model.seed, seed)
+    return model
+
+
+def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_product: DataFrame,
+                     features_now: DataFrame, snapshot: date, features_cfg: FeaturesConfig,
+                     product_lines: list[str], cfg: FutureValueConfig, seed: int,
+                     model_root: str, retrain: bool = True, stage: StageTimer = no_stage
+                     ) -> tuple[DataFrame, list[MetricRow]]:
+    """:func:`fit_or_load_future_value`, then score the current snapshot (:func:`score`).
+
+    Returns:
+        The scores and the metric rows of the fit (read back from the manifest when
+        reusing).
+    """
+    training = (build_training_set(accounts, transactions, monthly_product, snapshot,
+                                   features_cfg, product_lines, cfg) if retrain else None)
+    model = fit_or_load_future_value(features_now.sparkSession, training, snapshot, cfg, seed,
+                                     model_root, retrain=retrain, stage=stage)
     return score(model, features_now), model.metrics

@@ -1,35 +1,71 @@
 """The value model stage of the pipeline (spec sections 4 to 7).
 
-Joins the per-account results of every model onto the scored accounts, scales the value
-components to percentiles, and derives tiers, campaign targets, the tier summary and the
-model metrics. Each model lives in its own module; this one only wires them together.
+Fits every model, then builds one per-account frame and derives every output table from it.
+Each model lives in its own module as a fit (a few aggregates or Spark ML fits, small
+numbers to the driver) and a scoring projection; this module only wires them together:
+
+1. **Fits** on the (materialised) features: RFM cut points (given by the pipeline),
+   loyalty (standardisation, PCA per dimension, entropy weights, band cuts), future value
+   (training set, KMeans, per-cluster regressions), BG/NBD + Gamma-Gamma.
+2. **One frame per account**: the features' columns the models read, with the scoring
+   projections of loyalty, future value, lifetime value and the RFM segment added as
+   columns (no join), then the four aggregates over other inputs joined on ``account_id``:
+   current and historical value, influence, credit grades, elasticity. It is materialised
+   once (:class:`cvm_spark.workarea.WorkArea`): every later plan starts from its files.
+3. **Scales and tiers**: percentiles of the value components (one aggregate), the
+   contribution value, its percentile and the ABC cut points (one aggregate), the ABC
+   bucket sums (one aggregate), then tiers, stages and matrices as a projection, again
+   materialised once.
+4. **Outputs** are projections of that frame (value_scores, tiers), an explode of it
+   (campaign_targets) and an aggregate of it (tier_summary); their columns are declared
+   here (:func:`value_score_columns`, :data:`cvm_spark.tiers.TIER_COLUMNS`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cvm_spark.clv import ClvFitError, fit_and_score, simple_clv_column
+from cvm_spark.clv import CLV_COLUMNS, ClvFitError, ClvModel, add_clv, fit_clv, simple_clv_column
 from cvm_spark.config import CvmConfig
 from cvm_spark.credit import credit_grades
-from cvm_spark.elasticity import value_elasticity
-from cvm_spark.features import BTYD_COLUMNS, account_base
-from cvm_spark.future_value import run_future_value
-from cvm_spark.loyalty import loyalty_scores
+from cvm_spark.cuts import quantiles
+from cvm_spark.elasticity import ELASTICITY_COLUMNS
+from cvm_spark.facts import scored_base_of
+from cvm_spark.features import BTYD_COLUMNS
+from cvm_spark.future_value import (
+    FUTURE_COLUMNS,
+    add_future_value,
+    fit_or_load_future_value,
+    training_from_facts,
+    training_partitions,
+)
+from cvm_spark.loyalty import add_loyalty, fit_loyalty, loyalty_columns
+from cvm_spark.rfm import RfmCuts, rfm_columns
 from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
-from cvm_spark.tiers import assign_tiers, campaign_targets, tier_summary
+from cvm_spark.tiers import (
+    TIER_COLUMNS,
+    abc_accuracy,
+    abc_probabilities,
+    add_tiers,
+    campaign_targets,
+    fit_abc,
+    tier_summary,
+)
 from cvm_spark.timing import StageTimer, no_stage
 from cvm_spark.value import (
+    PERCENTILE_ACCURACY,
     contribution_value,
-    current_and_historical,
     influence_value,
+    percentile_probabilities,
     percentile_scale,
+    value_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -41,11 +77,12 @@ METRICS_SCHEMA = T.StructType([
 ])
 CLV_MODEL_COLUMNS = ["expected_purchases", "prob_alive", "expected_avg_value", "clv_discounted"]
 SCALED = ["historical_value", "current_value", "influence_value", "future_value"]
+Materialize = Callable[[DataFrame, str], DataFrame]
 
 
 @dataclass
 class ModelOutputs:
-    """DataFrames of the model stage (``scores`` is persisted: call :meth:`unpersist`)."""
+    """DataFrames of the model stage (call :meth:`unpersist` when done with them)."""
 
     value_scores: DataFrame
     tiers: DataFrame
@@ -68,97 +105,167 @@ def metrics_frame(spark: SparkSession, rows: list[MetricRow], snapshot: date,
         "model", "scope", "metric", "value")
 
 
-def lifetime_value(features: DataFrame, cfg: CvmConfig) -> tuple[DataFrame, list[MetricRow]]:
-    """BG/NBD + Gamma-Gamma CLV; a fit that cannot be used is reported, never used.
+def fit_lifetime_value(features: DataFrame, cfg: CvmConfig
+                       ) -> tuple[ClvModel | None, list[MetricRow]]:
+    """BG/NBD + Gamma-Gamma; a fit that cannot be used is reported, never used.
 
     When a fit does not converge or gives unusable parameters, the run goes on: the model
-    columns are null for every account, the simple CLV is still computed, the error is
-    logged and ``("clv", "all", "usable", 0)`` goes to model_metrics with the fit's own rows.
+    columns are null for every account (:func:`add_lifetime_value` with None), the simple
+    CLV is still computed, the error is logged and ``("clv", "all", "usable", 0)`` goes to
+    model_metrics with the fit's own rows.
     """
-    btyd = features.select(ACCOUNT_ID, *BTYD_COLUMNS)
     try:
-        scores, metrics = fit_and_score(btyd, cfg.clv)
-        return scores, [*metrics, ("clv", "all", "usable", 1.0)]
+        model = fit_clv(features, cfg.clv)
+        return model, [*model.metrics, ("clv", "all", "usable", 1.0)]
     except ClvFitError as exc:
         log.error("lifetime value: the probabilistic model is not used: %s", exc)
-        nulls = [F.lit(None).cast("double").alias(c) for c in CLV_MODEL_COLUMNS]
-        scores = btyd.select(ACCOUNT_ID, simple_clv_column(cfg.clv).alias("clv_simple"), *nulls)
-        return scores, [*exc.metrics, ("clv", "all", "usable", 0.0)]
+        return None, [*exc.metrics, ("clv", "all", "usable", 0.0)]
+
+
+def add_lifetime_value(df: DataFrame, model: ClvModel | None, cfg: CvmConfig) -> DataFrame:
+    """``df`` (with the BTYD columns) plus the CLV columns (model columns null without a
+    usable model)."""
+    if model is not None:
+        return add_clv(df, model.bg, model.gg, cfg.clv, pairs=model.pairs)
+    return df.select("*", simple_clv_column(cfg.clv).alias("clv_simple"),
+                     *[F.lit(None).cast("double").alias(c) for c in CLV_MODEL_COLUMNS])
+
+
+def value_score_columns(cfg: CvmConfig) -> list[str]:
+    """The value_scores table's columns, in order."""
+    groups = list(cfg.value.product_groups)
+    q, h, d = (cfg.credit.quarter_months, cfg.credit.half_year_months,
+               cfg.credit.delinquency_months)
+    return [
+        ACCOUNT_ID, SNAPSHOT_MONTH, "current_value", *[f"current_value_{g}" for g in groups],
+        "historical_value", "historical_observed", "historical_backfill", "a0_monthly_profit",
+        "backfill_months", "influence_enterprise", "influence_family", "influence_radiation",
+        "influence_value", *FUTURE_COLUMNS, "credit_score", "credit_grade",
+        f"credit_grade_{q}m", f"credit_grade_{h}m", f"max_dpd_{d}m", f"delinquent_months_{d}m",
+        *loyalty_columns(cfg.loyalty), "income_prev", "income_cur", "spend_prev", "spend_cur",
+        "elasticity", "return_on_spend", *CLV_COLUMNS, "elasticity_class",
+        *[f"{c}_pct" for c in [*SCALED, *[f"current_value_{g}" for g in groups]]],
+        "contribution_value", "contribution_value_pct",
+    ]
 
 
 def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, DataFrame],
-                    features: DataFrame, rfm: DataFrame, run_id: str,
-                    model_root: str, retrain: bool = True,
+                    facts: DataFrame, rfm_cuts: RfmCuts, run_id: str,
+                    model_root: str, materialize: Materialize, accounts: int,
+                    k_data_start: int, retrain: bool = True,
                     stage: StageTimer = no_stage) -> ModelOutputs:
     """Compute every model output for ``cfg.snapshot``.
 
     Args:
-        accepted: accepted input rows per table.
-        features: the snapshot's features (persisted by the caller), with BTYD columns.
-        rfm: the snapshot's RFM scores (account_id, segment, ...).
+        accepted: accepted input rows per table (credit and relations, and transactions for
+            the radiation sums, are read here).
+        facts: the snapshot's account facts (:mod:`cvm_spark.facts`, materialised by the
+            caller): the features, values, elasticity and training set are projections.
+        rfm_cuts: the fitted RFM cut points (the segment is added to the model's frame).
         run_id: recorded in model_metrics.
         model_root: where fitted models are saved and loaded (versioned by snapshot).
+        materialize: writes a frame once and returns it read back
+            (:meth:`cvm_spark.workarea.WorkArea.materialize`).
+        accounts: the number of accounts (rows of the features): sizes the training frame.
+        k_data_start: months back of the earliest accepted monthly fact (A0 back-fill).
         retrain: fit the future-value models (else reuse the saved ones).
-        stage: wraps each step that runs Spark jobs (``loyalty``, ``future_value_training``,
-            ``kmeans``, ``regression``, ``bgnbd``, ``value_components``, ``tiers``); Spark is
-            lazy, so each step is where its jobs actually run. What is left (the tier rows
-            and the value scores) runs in the writes.
+        stage: wraps each step that runs Spark jobs (``model_base``, ``loyalty``,
+            ``future_value_training``, ``kmeans``, ``regression``, ``bgnbd``,
+            ``value_components``, ``tiers``); Spark is lazy, so each step is where its jobs
+            actually run. What is left (the outputs'
+            projections) runs in the writes.
     """
     snapshot = cfg.snapshot
     tm, vm = cfg.features.trend_months, cfg.features.volatility_months
     trend_col, vol_col = f"income_trend_{tm}m", f"income_volatility_{vm}m"
-    arpu_col = f"arpu_{max(cfg.features.windows)}m"
-    base = account_base(accepted["accounts"], snapshot)
-    values = current_and_historical(accepted["monthly_product"], base, snapshot, cfg.value)
-    influence = influence_value(accepted["relations"], accepted["transactions"],
-                                values.select(ACCOUNT_ID, "current_value"), snapshot, cfg.value)
-    credit = credit_grades(accepted["credit"], snapshot, cfg.credit)
+    arpu_col = f"arpu_{max(cfg.features.windows_months)}m"
+
+    # 0. the per-account columns every model reads, written once: the fits pass over them
+    # several times, and derived in the same query as the scoring projections they would
+    # make one generated method of ~56 KB (the JVM's limit is 64 KB) and a 1.2 MB task binary
+    with stage("model_base"):
+        scored_base = materialize(scored_base_of(facts, cfg, k_data_start), "model_base")
+    features = scored_base
+
+    # 1. fits
     with stage("loyalty"):
-        loyalty, loyalty_metrics = loyalty_scores(features, cfg.loyalty, cfg.run_seed)
-    elasticity = value_elasticity(accepted["monthly_product"], accepted["marketing"], snapshot,
-                                  cfg.elasticity)
-    future, fv_metrics = run_future_value(
-        accepted["accounts"], accepted["transactions"], accepted["monthly_product"], features,
-        snapshot, cfg.features, cfg.validation.product_lines, cfg.future_value,
-        seed=cfg.run_seed, model_root=model_root, retrain=retrain, stage=stage)
+        loyalty = fit_loyalty(features, cfg.loyalty)
+    training = training_from_facts(facts, snapshot, cfg.features,
+                                   cfg.validation.product_lines, cfg.future_value)
+    future = fit_or_load_future_value(
+        spark, training if retrain else None, snapshot, cfg.future_value, seed=cfg.run_seed,
+        model_root=model_root, retrain=retrain, stage=stage, materialize=materialize,
+        partitions=training_partitions(accounts))
     with stage("bgnbd"):
-        clv, clv_metrics = lifetime_value(features, cfg)
+        clv, clv_metrics = fit_lifetime_value(features, cfg)
 
+    # 2. one frame per account: scoring projections, then the aggregates of other inputs
+    needed = [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
+              trend_col, vol_col, arpu_col, *cfg.loyalty.feature_columns,
+              *cfg.future_value.input_columns, cfg.future_value.baseline_column,
+              f"frequency_{cfg.rfm.window_months}m", f"monetary_{cfg.rfm.window_months}m",
+              *BTYD_COLUMNS]
+    base_columns = [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
+                    trend_col, vol_col, arpu_col]
+    own = [*value_columns(cfg.value), *ELASTICITY_COLUMNS]
+    frame = scored_base.select(*dict.fromkeys([*needed, *own]))
+    frame = add_loyalty(frame, loyalty)
+    frame = add_future_value(frame, future)
+    frame = add_lifetime_value(frame, clv, cfg)
+    segment = rfm_columns(rfm_cuts, cfg.rfm)["segment"]
+    frame = frame.select(*base_columns, *own, *loyalty_columns(cfg.loyalty), *FUTURE_COLUMNS,
+                         *CLV_COLUMNS, segment.alias("segment"))
+
+    influence = influence_value(accepted["relations"], accepted["transactions"],
+                                scored_base.select(ACCOUNT_ID, "current_value"), snapshot,
+                                cfg.value)
+    credit = credit_grades(accepted["credit"], snapshot, cfg.credit)
     undefined = cfg.elasticity.labels.undefined
-    joined = (features.select(SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days",
-                              "is_closed", trend_col, vol_col, arpu_col)
-              .join(values, on=ACCOUNT_ID, how="left")
-              .join(influence, on=ACCOUNT_ID, how="left")
-              .join(future, on=ACCOUNT_ID, how="left")
-              .join(credit, on=ACCOUNT_ID, how="left")
-              .join(loyalty, on=ACCOUNT_ID, how="left")
-              .join(elasticity, on=ACCOUNT_ID, how="left")
-              .join(clv, on=ACCOUNT_ID, how="left"))
-    # Materialised once: the percentile cut points, the tiers and every write read it.
-    joined = joined.select(
-        *[c for c in joined.columns if c != "elasticity_class"],
-        F.coalesce(F.col("elasticity_class"), F.lit(undefined)).alias("elasticity_class")
-    ).persist()
+    joined = (frame.join(influence, on=ACCOUNT_ID, how="left")
+              .join(credit, on=ACCOUNT_ID, how="left"))
     group_cols = [f"current_value_{g}" for g in cfg.value.product_groups]
-    with stage("value_components"):  # the first percentile aggregate fills the cache
-        scaled = percentile_scale(joined, SCALED + group_cols, cfg.value.percentile_points)
-        scored = scaled.select("*", contribution_value(cfg.value).alias("contribution_value"))
-        scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points)
+    value_cols = value_score_columns(cfg)
+    raw_value_cols = value_cols[:value_cols.index(f"{SCALED[0]}_pct")]
+    with stage("value_components"):
+        inputs = materialize(joined.select(
+            *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c == "elasticity_class"
+              else F.col(c) for c in dict.fromkeys([*base_columns, *raw_value_cols,
+                                                    "segment"])]), "model_inputs")
+        scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points)
+        # written once: the contribution's cut points and the tiers both read it, and the
+        # percentile projections of a dozen columns and the tier rules in one generated
+        # method outgrow the JVM's 64 KB limit (codegen then falls back to interpreting)
+        scored = materialize(
+            scaled.select("*", contribution_value(cfg.value).alias("contribution_value")),
+            "scored")
+        # the contribution's percentile and ABC cut points: one aggregate (the same
+        # expression when both use the same points, which Spark then computes once)
+        cuts = _contribution_cuts(scored, cfg)
+        scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points,
+                                  cuts={"contribution_value": cuts["pct"]})
 
-    tier_input = scores.select(*[c for c in scores.columns if c != "credit_grade"],
-                               F.col(cfg.tiers.credit_grade_column).alias("credit_grade"))
     with stage("tiers"):
-        tiers = assign_tiers(tier_input, cfg.tiers, trend_col, arpu_col, vol_col).persist()
-    campaign_input = scores.join(
-        tiers.select(ACCOUNT_ID, "abc_class", "value_level", "lifecycle_stage", "tier",
-                     "value_risk_label", "value_growth_label"), on=ACCOUNT_ID, how="inner")
-    targets = campaign_targets(campaign_input, cfg.tiers)
-    summary = tier_summary(tiers, rfm, scores)
-    value_cols = [c for c in scores.columns
-                  if c not in ("tenure_months", "recency_days", "is_closed", trend_col, vol_col,
-                               arpu_col)]
-    metrics = metrics_frame(spark, fv_metrics + loyalty_metrics + clv_metrics, snapshot,
+        abc = fit_abc(scores, "contribution_value", cfg.tiers, cuts=cuts["abc"])
+        assigned = materialize(
+            add_tiers(scores, cfg.tiers, trend_col, arpu_col, vol_col, abc,
+                      credit_grade_col=cfg.tiers.credit_grade_column), "scores")
+    metrics = metrics_frame(spark, future.metrics + loyalty.metrics + clv_metrics, snapshot,
                             run_id)
-    return ModelOutputs(value_scores=scores.select(*value_cols), tiers=tiers,
-                        campaign_targets=targets, tier_summary=summary, model_metrics=metrics,
-                        cached=[joined, tiers])
+    return ModelOutputs(value_scores=assigned.select(*value_cols),
+                        tiers=assigned.select(*TIER_COLUMNS),
+                        campaign_targets=campaign_targets(assigned, cfg.tiers),
+                        tier_summary=tier_summary(assigned), model_metrics=metrics,
+                        cached=[])
+
+
+def _contribution_cuts(scored: DataFrame, cfg: CvmConfig) -> dict[str, list[float]]:
+    """Cut points of the contribution value for its percentile and for the ABC classes."""
+    value: Column = F.col("contribution_value")
+    row = scored.agg(
+        quantiles(value, percentile_probabilities(cfg.value.percentile_points),
+                  PERCENTILE_ACCURACY).alias("pct"),
+        quantiles(value, abc_probabilities(cfg.tiers), abc_accuracy(cfg.tiers)).alias("abc"),
+    ).first()
+    assert row is not None
+    return {k: [float(x) for x in (row[k] or [])] for k in ("pct", "abc")}
+

@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cvm_spark.config import CvmConfig
-from cvm_spark.delta_io import read_table, register_tables, table_path, write_snapshot
-from cvm_spark.features import BTYD_COLUMNS, compute_features
+from cvm_spark.delta_io import register_tables, table_path, write_observed
+from cvm_spark.facts import build_account_facts, features_of
+from cvm_spark.features import BTYD_COLUMNS
 from cvm_spark.locking import snapshot_lock
+from cvm_spark.months import months_between
 from cvm_spark.privacy import (
     PseudonymKey,
     check_warehouse,
@@ -33,10 +35,11 @@ from cvm_spark.privacy import (
     table_properties,
 )
 from cvm_spark.profiling import tag_stage
-from cvm_spark.rfm import score_rfm
+from cvm_spark.rfm import fit_rfm, score_rfm
 from cvm_spark.run_log import CodeVersion, write_run_log
-from cvm_spark.schemas import SNAPSHOT_MONTH
+from cvm_spark.session import sized_shuffles
 from cvm_spark.validate import check_snapshot_data, read_inputs, validate_inputs
+from cvm_spark.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 
@@ -229,92 +232,117 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str, generate: bool
     check_warehouse(spark, cfg.output, PIPELINE_TABLES, key)
     if key is not None:
         redact_plans(spark)
+    with ExitStack() as resources:
+        _run_stages(spark, cfg, summary, resources, done, retrain, code_version, started_at,
+                    key)
+    return summary
+
+
+def _run_stages(spark: SparkSession, cfg: CvmConfig, summary: RunSummary,
+                resources: ExitStack, done: Callable[[str], None], retrain: bool,
+                code_version: CodeVersion | None, started_at: datetime | None,
+                key: PseudonymKey | None) -> None:
+    """validate -> quarantine -> features -> RFM -> value model -> run_log, into ``summary``.
+
+    Settings made for the run (the shuffle partitions sized from the inputs) are undone by
+    ``resources`` when the caller leaves it.
+    """
+    snapshot, run_id, perf = cfg.snapshot, summary.run_id, cfg.performance
     with _stage(spark, summary, "validate"):
-        validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
-        try:
-            profile = validated.profile()
-            # a snapshot the inputs cannot make stops here, before the first write
-            check_snapshot_data(profile, snapshot)
-        except BaseException:
-            validated.unpersist()
-            raise
+        raw = read_inputs(spark, cfg.inputs)
+        resources.enter_context(sized_shuffles(
+            spark, {name: (df, cfg.inputs.location(name)[1]) for name, df in raw.items()},
+            perf.shuffle_partitions, perf.partition_mb))
+        # the run's intermediate results: removed when the run ends (resources)
+        work = resources.enter_context(WorkArea(spark, cfg.output, snapshot, run_id))
+        validated = validate_inputs(raw, cfg, materialize=work.materialize)
+        profile = validated.profile()
+        # a snapshot the inputs cannot make stops here, before the first write
+        check_snapshot_data(profile, snapshot)
         counts = profile.counts
         for name, per_reason in counts.items():
             summary.rows_read[name] = sum(per_reason.values())
             summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
                                               if r != "accepted"}
     done("validate")
-    features: DataFrame | None = None
-    rfm: DataFrame | None = None
-    try:
-        with _stage(spark, summary, "quarantine"):
-            _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg, key)
-        done("quarantine")
-        with _stage(spark, summary, "features"):
-            features = compute_features(
-                validated.accepted("accounts"), validated.accepted("transactions"),
-                validated.accepted("monthly_product"), snapshot, cfg.features,
-                cfg.validation.product_lines).persist()
-            _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg, key)
-        done("features")
-        with _stage(spark, summary, "rfm"):
-            # kept (not re-read from the table): the model joins segments on account_id,
-            # which a pseudonymised table does not have; counting segments reads it too
-            rfm = score_rfm(features, cfg.rfm).persist()
-            _write(summary, rfm, "rfm", cfg, key)
-            summary.segments = segment_counts(rfm)
-        done("rfm")
-        from cvm_spark.model import run_value_model
+    with _stage(spark, summary, "quarantine"):
+        _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg, key)
+    done("quarantine")
+    accepted = {name: validated.accepted(name) for name in validated.classified}
+    first_month = profile.first_accepted.get("monthly_product") or snapshot
+    k_data_start = months_between(snapshot, first_month)
+    with _stage(spark, summary, "features"):
+        # every per-account aggregate of the inputs in one pass per table, written once
+        # to the run's work area: every later step is a projection of its files
+        facts = work.materialize(build_account_facts(accepted, cfg, k_data_start), "facts")
+        features = features_of(facts, cfg)
+        _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg, key)
+    done("features")
+    with _stage(spark, summary, "rfm"):
+        rfm_cuts = fit_rfm(features, cfg.rfm)
+        # segments counted while the table is written (no second pass)
+        observed = _write(summary, score_rfm(features, cfg.rfm, rfm_cuts), "rfm", cfg, key,
+                          observe=segment_observations(cfg))
+        summary.segments = {name: int(n) for name, n in observed.items() if n}
+    done("rfm")
+    from cvm_spark.model import run_value_model
 
-        accepted = {name: validated.accepted(name) for name in validated.classified}
-        # each model step is a stage of its own (timed, logged, in run_log), then one stage
-        # per table written
-        outputs = run_value_model(spark, cfg, accepted, features, rfm, run_id,
-                                  model_root=model_root(cfg), retrain=retrain,
-                                  stage=lambda name: _stage(spark, summary, name))
-        try:
-            for table in MODEL_TABLES:
-                with _stage(spark, summary, f"write_{table}"):
-                    _write(summary, getattr(outputs, table), table, cfg, key)
-        finally:
-            outputs.unpersist()
-        with _stage(spark, summary, "model_summary"):
-            written = read_table(spark, cfg.output, "tiers").where(
-                F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
-            summary.tiers = {r["tier"]: int(r["count"])
-                             for r in written.groupBy("tier").count().collect()}
-            summary.metrics = [
-                (r["model"], r["scope"], r["metric"], r["value"])
-                for r in read_table(spark, cfg.output, "model_metrics")
-                .where(F.col(SNAPSHOT_MONTH) == F.lit(snapshot))
-                .where(F.col("metric").isin(*SUMMARY_METRICS)).collect()]
-        done("model")
-        # last, so a logged run is one whose tables were all written; appended (history)
-        summary.rows_written["run_log"] = write_run_log(spark, cfg, summary, code_version,
-                                                        started_at)
-        summary.tables["run_log"] = table_path(cfg.output, "run_log")
+    # each model step is a stage of its own (timed, logged, in run_log), then one stage
+    # per table written
+    outputs = run_value_model(spark, cfg, accepted, facts, rfm_cuts, run_id,
+                              model_root=model_root(cfg), materialize=work.materialize,
+                              accounts=summary.rows_written["features"],
+                              k_data_start=k_data_start, retrain=retrain,
+                              stage=lambda name: _stage(spark, summary, name))
+    try:
+        for table in MODEL_TABLES:
+            with _stage(spark, summary, f"write_{table}"):
+                observed = _write(summary, getattr(outputs, table), table, cfg, key,
+                                  observe=(tier_observations(cfg) if table == "tiers"
+                                           else None))
+                if table == "tiers":
+                    summary.tiers = {name: int(n) for name, n in observed.items() if n}
     finally:
-        if features is not None:
-            features.unpersist()
-        if rfm is not None:
-            rfm.unpersist()
-        validated.unpersist()
-    return summary
+        outputs.unpersist()
+    with _stage(spark, summary, "model_summary"):
+        # the model_metrics rows are a local table: no Spark job
+        summary.metrics = [
+            (r["model"], r["scope"], r["metric"], r["value"])
+            for r in outputs.model_metrics.where(
+                F.col("metric").isin(*SUMMARY_METRICS)).collect()]
+    done("model")
+    # last, so a logged run is one whose tables were all written; appended (history)
+    summary.rows_written["run_log"] = write_run_log(spark, cfg, summary, code_version,
+                                                    started_at)
+    summary.tables["run_log"] = table_path(cfg.output, "run_log")
+
+
+def segment_observations(cfg: CvmConfig) -> dict[str, Column]:
+    """Rows per RFM segment, observed while the rfm table is written."""
+    return {rule.name: F.count_if(F.col("segment") == F.lit(rule.name))
+            for rule in cfg.rfm.segments}
+
+
+def tier_observations(cfg: CvmConfig) -> dict[str, Column]:
+    """Rows per tier, observed while the tiers table is written."""
+    return {rule.name: F.count_if(F.col("tier") == F.lit(rule.name))
+            for rule in cfg.tiers.tiers}
 
 
 def _write(summary: RunSummary, df: DataFrame, table: str, cfg: CvmConfig,
-           key: PseudonymKey | None) -> None:
-    """Write one output table; with a key, pseudonymised here (the one place for all)."""
+           key: PseudonymKey | None, observe: dict[str, Column] | None = None
+           ) -> dict[str, Any]:
+    """Write one output table; with a key, pseudonymised here (the one place for all).
+
+    Returns:
+        The values of ``observe``, aggregated over the rows while they were written.
+    """
     if table not in PIPELINE_TABLES:  # check_warehouse checks those before the first write
         raise ValueError(f"{table} is not in PIPELINE_TABLES")
     if key is not None:
         df = pseudonymise(df, key)
-    summary.rows_written[table] = write_snapshot(df, table, cfg.output, cfg.snapshot,
-                                                 properties=table_properties(key))
+    rows, observed = write_observed(df, table, cfg.output, cfg.snapshot,
+                                    properties=table_properties(key), observe=observe)
+    summary.rows_written[table] = rows
     summary.tables[table] = table_path(cfg.output, table)
-
-
-def segment_counts(rfm: DataFrame) -> dict[str, int]:
-    """Accounts per segment (a handful of rows collected)."""
-    return {r["segment"]: int(r["count"]) for r in rfm.groupBy("segment").count().collect()}
-
+    return observed

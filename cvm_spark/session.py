@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pyspark
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,65 @@ def delta_maven_coordinates() -> str:
     return f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{delta_version}"
 
 
+JARS_CACHE_ENV = "CVM_JARS_CACHE"
+SPARK_LOG_ENV = "CVM_SPARK_LOG"
+LOG4J2_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
+
+
+class DeltaJarsError(RuntimeError):
+    """The Delta jars could not be found locally nor resolved from Maven Central."""
+
+
+def jars_cache_dir() -> Path:
+    """Where the resolved jar lists are kept: ``$CVM_JARS_CACHE`` or
+    ``~/.cache/cvm_spark/jars``."""
+    return Path(os.environ.get(JARS_CACHE_ENV) or Path.home() / ".cache" / "cvm_spark" / "jars")
+
+
+def _manifest(coordinates: str) -> Path:
+    return jars_cache_dir() / (coordinates.replace(":", "_") + ".txt")
+
+
+def cached_jars(coordinates: str) -> list[str] | None:
+    """The local jar files of ``coordinates`` (and their dependencies) recorded after a first
+    resolution, or None when there is no record or a recorded file is gone."""
+    try:
+        paths = [line.strip() for line in _manifest(coordinates).read_text().splitlines()
+                 if line.strip()]
+    except OSError:
+        return None
+    return paths if paths and all(Path(p).is_file() for p in paths) else None
+
+
+def remember_jars(spark: SparkSession, coordinates: str) -> list[str]:
+    """Record the local jars Spark resolved for ``spark.jars.packages`` (its ``spark.jars``)
+    so the next session passes them as ``spark.jars``: no Ivy resolution, no network."""
+    uris = [j for j in spark.conf.get("spark.jars", "").split(",") if j.strip()]
+    paths = [url2pathname(urlparse(u).path) if u.startswith("file:") else u for u in uris]
+    paths = [p for p in paths if Path(p).is_file()]
+    if paths:
+        target = _manifest(coordinates)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}")
+            tmp.write_text("\n".join(paths) + "\n")
+            tmp.replace(target)
+            log.info("delta jars: %d files recorded in %s", len(paths), target)
+        except OSError as exc:  # a read-only home: resolve again next time
+            log.warning("delta jars: cannot record the resolved jars in %s (%s)", target, exc)
+    return paths
+
+
+def _java_options(existing: str) -> str:
+    """``spark.driver.extraJavaOptions`` with cvm_spark's log4j2 configuration added, unless
+    the caller brings a logging configuration of their own."""
+    if "log4j2.configurationFile" in existing or "log4j.configuration" in existing:
+        return existing
+    log_file = Path(os.environ.get(SPARK_LOG_ENV) or "logs/spark.log").resolve()
+    ours = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()} -Dcvm.log.file={log_file}"
+    return f"{existing} {ours}".strip()
+
+
 def build_spark(
     app_name: str = "cvm_spark",
     master: str | None = None,
@@ -69,6 +134,10 @@ def build_spark(
 
     Returns:
         The active SparkSession.
+
+    Raises:
+        DeltaJarsError: the Delta jars are neither cached nor resolvable (first start
+            without access to Maven Central).
     """
     settings = dict(DEFAULT_CONF)
     if master is not None and master.startswith("local"):
@@ -83,13 +152,102 @@ def build_spark(
     # (--packages/--jars): adding packages here would change nothing, and the delta-spark
     # pip package whose version names the artifact need not be installed on the cluster.
     launched = "PYSPARK_GATEWAY_PORT" in os.environ
+    resolve: str | None = None
     if (not launched and not any(p.startswith("io.delta:") for p in packages)
             and "delta-spark" not in jars):
-        packages.append(delta_maven_coordinates())
-        settings["spark.jars.packages"] = ",".join(packages)
+        coordinates = delta_maven_coordinates()
+        cached = cached_jars(coordinates)
+        if cached:
+            # resolved by an earlier start: the files as they are, no Ivy resolution
+            settings["spark.jars"] = ",".join([*filter(None, jars.split(",")), *cached])
+        else:
+            packages.append(coordinates)
+            settings["spark.jars.packages"] = ",".join(packages)
+            resolve = coordinates
+    if not launched:
+        # the driver JVM starts here: its logging (spark-submit users bring their own)
+        settings["spark.driver.extraJavaOptions"] = _java_options(
+            settings.get("spark.driver.extraJavaOptions", ""))
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:
+        if resolve is None:
+            raise
+        raise DeltaJarsError(
+            f"cannot start Spark with the Delta jars {resolve}: they are not cached in "
+            f"{jars_cache_dir()} and resolving them from Maven Central failed "
+            f"({str(exc).splitlines()[0]}). Start once with access to Maven Central (the "
+            f"jars are then kept), or pass local jars with spark.jars.") from exc
+    if resolve is not None:
+        remember_jars(spark, resolve)
     log.info("spark %s session ready (master=%s)", spark.version,
              spark.conf.get("spark.master", "unset"))
     return spark
+
+
+# In-memory (Spark row) bytes per byte on disk, by input format: Parquet and Delta are
+# compressed and encoded (measured ~3-5x on the generated bank), CSV is text.
+EXPANSION = {"parquet": 4.0, "delta": 4.0, "csv": 1.5}
+MAX_SHUFFLE_PARTITIONS = 20_000
+
+
+def input_bytes(df: DataFrame) -> int | None:
+    """Bytes of the files behind ``df`` as Spark's file index knows them (no job runs).
+
+    None when Spark cannot say (Spark Connect, a source without statistics).
+    """
+    try:
+        size = df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
+        # a Scala BigInt: py4j hands it over as a Python int (older versions: a JavaObject)
+        return int(size) if isinstance(size, int) else int(str(size.toString()))
+    except Exception:  # Spark Connect has no _jdf; a source may not report a size
+        return None
+
+
+def shuffle_partitions_for(in_memory_bytes: float, parallelism: int, partition_mb: int) -> int:
+    """Shuffle partitions for data of ``in_memory_bytes``: ~``partition_mb`` each, rounded up
+    to a multiple of ``parallelism`` (whole waves of tasks), at least ``parallelism``."""
+    parallelism = max(1, parallelism)
+    wanted = math.ceil(in_memory_bytes / (partition_mb * 1024 * 1024))
+    waves = max(1, math.ceil(wanted / parallelism))
+    return min(MAX_SHUFFLE_PARTITIONS, waves * parallelism)
+
+
+@contextmanager
+def sized_shuffles(spark: SparkSession, inputs: Mapping[str, tuple[DataFrame, str]],
+                   fixed: int, partition_mb: int) -> Iterator[int | None]:
+    """Set ``spark.sql.shuffle.partitions`` for the block from the inputs' size; restore after.
+
+    Args:
+        inputs: table -> (DataFrame as read, its format).
+        fixed: a fixed partition count (``performance.shuffle_partitions``); 0 sizes them.
+        partition_mb: target in-memory MB per partition.
+
+    Yields:
+        The partition count set, or None when nothing could be set (Spark Connect).
+    """
+    key = "spark.sql.shuffle.partitions"
+    try:
+        before = spark.conf.get(key)
+        parallelism = spark.sparkContext.defaultParallelism
+    except Exception:  # Spark Connect: the server's settings stay
+        yield None
+        return
+    if fixed:
+        n = fixed
+        log.info("shuffle partitions: %d (performance.shuffle_partitions)", n)
+    else:
+        sizes = {name: input_bytes(df) for name, (df, _) in inputs.items()}
+        known = {name: b for name, b in sizes.items() if b is not None}
+        memory = sum(b * EXPANSION.get(inputs[name][1], 4.0) for name, b in known.items())
+        n = shuffle_partitions_for(memory, parallelism, partition_mb)
+        log.info("shuffle partitions: %d (inputs %.1f MB on disk, ~%.0f MB in memory, "
+                 "%d MB per partition, %d cores)", n, sum(known.values()) / 1e6, memory / 1e6,
+                 partition_mb, parallelism)
+    spark.conf.set(key, str(n))
+    try:
+        yield n
+    finally:
+        spark.conf.set(key, before)

@@ -7,28 +7,40 @@ docs/model.md for the decision tables.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.config import CampaignCondition, QuadrantConfig, TierRule, TiersConfig
-from cvm_spark.cuts import CutPoints, bucketize
+from cvm_spark.cuts import CutPoints, Search, bucketize, quantiles
 from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
 
 DAYS_PER_MONTH = 30
 
 
-def abc_cut_buckets(df: DataFrame, value: str, cfg: TiersConfig) -> tuple[int, int]:
-    """Bucket indices where classes A and B start (buckets ``>= a`` are A, ``>= b`` are B).
+@dataclass(frozen=True)
+class AbcFit:
+    """Where classes A and B start among the contribution cut points (:func:`fit_abc`)."""
 
-    ``df`` is :func:`abc_buckets` output: accounts in ``abc.points`` approximate-quantile
-    buckets of ``value`` (no global sort). The bucket sums (at most ``points`` numbers) are
-    collected and accumulated from the top: a bucket is A while the value above it is below
-    ``a_share`` of the total, so the bucket that crosses the line is A (Pareto: "the
-    accounts making up the top 80%").
+    cuts: CutPoints
+    a_start: int   # buckets >= a_start are A
+    b_start: int   # buckets >= b_start (and < a_start) are B
+
+
+def abc_bucket_column(abc_cuts: CutPoints, value: str, search: Search | None) -> Column:
+    """The number of cut points below the account's value (0 for a null value)."""
+    return F.coalesce(abc_cuts.below(F.col(value), search), F.lit(0))
+
+
+def _abc_starts(sums: dict[int, float], cfg: TiersConfig) -> tuple[int, int]:
+    """Bucket indices where classes A and B start, from the value summed per bucket.
+
+    Accumulated from the top: a bucket is A while the value above it is below ``a_share`` of
+    the total, so the bucket that crosses the line is A (Pareto: "the accounts making up the
+    top 80%").
     """
     points = cfg.abc.points
-    sums = {r["_bucket"]: float(r["s"] or 0.0)
-            for r in df.groupBy("_bucket").agg(F.sum(value).alias("s")).collect()}
     total = sum(v for v in sums.values() if v > 0)
     if total <= 0:
         return points + 1, points + 1          # nothing of value: every account is C
@@ -43,17 +55,37 @@ def abc_cut_buckets(df: DataFrame, value: str, cfg: TiersConfig) -> tuple[int, i
     return a_start, min(b_start, a_start)
 
 
-def abc_buckets(df: DataFrame, value: str, points: int) -> DataFrame:
-    """``df`` with ``_bucket``: the number of the ``points - 1`` approximate quantiles of
-    ``value`` that are below the account's value (0 for a null value)."""
-    probs = [i / points for i in range(1, points)]
-    row = df.agg(F.percentile_approx(F.col(value), probs, 10 * points).alias("c")).first()
-    if row is None or not row.c:
-        return df.select("*", F.lit(0).alias("_bucket"))
-    cuts = CutPoints([float(x) for x in row.c])
-    out, buckets = bucketize(df, {value: cuts})
-    below = cuts.below(F.col(value), buckets.get(value))
-    return out.select(*df.columns, F.coalesce(below, F.lit(0)).alias("_bucket"))
+def abc_probabilities(cfg: TiersConfig) -> list[float]:
+    """The quantile levels of the ABC cut points (``abc.points - 1`` of them)."""
+    points = cfg.abc.points
+    return [i / points for i in range(1, points)]
+
+
+def abc_accuracy(cfg: TiersConfig) -> int:
+    return 10 * cfg.abc.points
+
+
+def fit_abc(df: DataFrame, value: str, cfg: TiersConfig,
+            cuts: list[float] | None = None) -> AbcFit:
+    """Pareto classes on ``value``: cut points, then the value summed per bucket (one
+    aggregate each; at most ``abc.points`` numbers reach the driver; no global sort).
+
+    Args:
+        cuts: the ``abc.points - 1`` approximate quantiles of ``value``
+            (:func:`abc_probabilities`, :func:`abc_accuracy`) when already computed in
+            another aggregate; computed here otherwise.
+    """
+    if cuts is None:
+        row = df.agg(quantiles(F.col(value), abc_probabilities(cfg),
+                               abc_accuracy(cfg)).alias("c")).first()
+        cuts = [float(x) for x in (row.c or [])] if row is not None else []
+    cut_points = CutPoints(cuts)
+    out, searches = bucketize(df, {value: cut_points})
+    bucket = abc_bucket_column(cut_points, value, searches.get(value))
+    sums = {int(r["b"]): float(r["s"] or 0.0)
+            for r in out.groupBy(bucket.alias("b")).agg(F.sum(value).alias("s")).collect()}
+    a_start, b_start = _abc_starts(sums, cfg)
+    return AbcFit(cut_points, a_start, b_start)
 
 
 def _in(col: str, values: list[str]) -> Column:
@@ -105,31 +137,44 @@ def lifecycle_stage(cfg: TiersConfig, trend_col: str, volatility_col: str) -> Co
             .otherwise(F.lit("stable")))
 
 
-def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str,
-                 volatility_col: str) -> DataFrame:
-    """ABC class, value level, lifecycle stage, tier with channel/service/labels, matrices.
+TIER_COLUMNS = [
+    SNAPSHOT_MONTH, ACCOUNT_ID, "contribution_value", "contribution_value_pct", "abc_class",
+    "value_level", "lifecycle_stage", "tier", "tier_label_en", "tier_label_zh",
+    "contact_channel", "service_level", "tier_reason", "value_risk_quadrant",
+    "value_risk_label", "value_risk_strategy", "value_growth_quadrant", "value_growth_label",
+    "value_growth_strategy",
+]
+
+
+def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str,
+              volatility_col: str, abc: AbcFit, credit_grade_col: str = "credit_grade"
+              ) -> DataFrame:
+    """``scores`` plus the tiers table's columns (and ``credit_grade_used``,
+    ``relative_trend``): one projection with the fitted ABC buckets.
 
     Args:
         scores: one row per account with snapshot_month, account_id, contribution_value,
-            contribution_value_pct, current_value_pct, loyalty_band, credit_grade,
+            contribution_value_pct, current_value_pct, loyalty_band, ``credit_grade_col``,
             tenure_months, recency_days, is_closed and the trend/ARPU/volatility columns.
         trend_col, arpu_col, volatility_col: feature columns used for the relative income
             trend (trend / ARPU, per month) and volatility.
-
-    Returns:
-        The tiers table columns (see tables.py).
+        abc: :func:`fit_abc` on ``scores``' contribution value.
+        credit_grade_col: the grade the tier rules read (``tiers.credit_grade_column``).
     """
-    df = abc_buckets(scores, "contribution_value", cfg.abc.points)
-    a_start, b_start = abc_cut_buckets(df, "contribution_value", cfg)
+    out, searches = bucketize(scores, {"contribution_value": abc.cuts})
+    bucket = abc_bucket_column(abc.cuts, "contribution_value", searches.get("contribution_value"))
+    df = out.select(*scores.columns, bucket.alias("_bucket"))
     pct = F.col("contribution_value_pct")
     base = df.select(
         "*",
-        F.when(F.col("_bucket") >= a_start, F.lit("A"))
-        .when(F.col("_bucket") >= b_start, F.lit("B")).otherwise(F.lit("C")).alias("abc_class"),
+        F.when(F.col("_bucket") >= abc.a_start, F.lit("A"))
+        .when(F.col("_bucket") >= abc.b_start, F.lit("B")).otherwise(F.lit("C"))
+        .alias("abc_class"),
         F.when(pct >= cfg.high_value_pct, F.lit("high"))
         .when(pct >= cfg.medium_value_pct, F.lit("medium")).otherwise(F.lit("low"))
         .alias("value_level"),
-        F.coalesce(F.col("credit_grade"), F.lit(cfg.no_credit_grade)).alias("credit_grade_used"),
+        F.coalesce(F.col(credit_grade_col), F.lit(cfg.no_credit_grade))
+        .alias("credit_grade_used"),
         F.try_divide(F.col(trend_col), F.col(arpu_col)).alias("relative_trend"),
     )
     rules = cfg.tiers
@@ -154,8 +199,8 @@ def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: 
                           .otherwise(F.lit("low_growth")))
     assert cfg.value_risk is not None and cfg.value_growth is not None
     return staged.select(
-        SNAPSHOT_MONTH, ACCOUNT_ID, "contribution_value", "contribution_value_pct",
-        "abc_class", "value_level", "lifecycle_stage", "tier",
+        *scores.columns, "abc_class", "value_level", "credit_grade_used", "relative_trend",
+        "lifecycle_stage", "tier",
         _pick(rules, "label_en").alias("tier_label_en"),
         _pick(rules, "label_zh").alias("tier_label_zh"),
         _pick(rules, "channel").alias("contact_channel"),
@@ -168,6 +213,21 @@ def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: 
         _quadrant(growth_key, cfg.value_growth, "labels").alias("value_growth_label"),
         _quadrant(growth_key, cfg.value_growth, "strategies").alias("value_growth_strategy"),
     )
+
+
+def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str,
+                 volatility_col: str) -> DataFrame:
+    """ABC class, value level, lifecycle stage, tier with channel/service/labels, matrices.
+
+    :func:`fit_abc` then :func:`add_tiers`; ``scores`` is read three times (cut points,
+    bucket sums, the tiers).
+
+    Returns:
+        The tiers table columns (:data:`TIER_COLUMNS`).
+    """
+    abc = fit_abc(scores, "contribution_value", cfg)
+    return add_tiers(scores, cfg, trend_col, arpu_col, volatility_col, abc).select(
+        *TIER_COLUMNS)
 
 
 def _condition(cond: CampaignCondition) -> Column:
@@ -214,15 +274,15 @@ def campaign_targets(scores: DataFrame, cfg: TiersConfig) -> DataFrame:
                            F.col("t.reason").alias("reason"))
 
 
-def tier_summary(tiers: DataFrame, rfm: DataFrame, values: DataFrame) -> DataFrame:
-    """Per snapshot x tier x RFM segment: accounts, total and mean values (for BI)."""
-    joined = (tiers.select(SNAPSHOT_MONTH, ACCOUNT_ID, "tier", "tier_label_en", "tier_label_zh",
-                           "contribution_value")
-              .join(rfm.select(ACCOUNT_ID, "segment"), on=ACCOUNT_ID, how="left")
-              .join(values.select(ACCOUNT_ID, "current_value", "future_value"), on=ACCOUNT_ID,
-                    how="left"))
-    return joined.groupBy(SNAPSHOT_MONTH, "tier", "tier_label_en", "tier_label_zh",
-                          "segment").agg(
+def tier_summary(assigned: DataFrame) -> DataFrame:
+    """Per snapshot x tier x RFM segment: accounts, total and mean values (for BI).
+
+    Args:
+        assigned: one row per account with the tier columns (:func:`add_tiers`), ``segment``,
+            ``contribution_value``, ``current_value`` and ``future_value``.
+    """
+    return assigned.groupBy(SNAPSHOT_MONTH, "tier", "tier_label_en", "tier_label_zh",
+                            "segment").agg(
         F.count(F.lit(1)).alias("accounts"),
         F.sum("contribution_value").alias("total_contribution_value"),
         F.avg("contribution_value").alias("mean_contribution_value"),

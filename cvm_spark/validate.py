@@ -19,19 +19,22 @@ Two levels of problems:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cvm_spark.config import CvmConfig, InputsConfig
+from cvm_spark.months import month_end
 from cvm_spark.schemas import (
     ACCOUNT_ID,
     EVENT_DATE_COLUMN,
     INPUT_TABLES,
     MALFORMED_LINE,
+    REASONS,
     SNAPSHOT_MONTH,
     InputTable,
 )
@@ -66,23 +69,43 @@ class InputProfile:
         counts: per table, rows per reason (``"accepted"`` for accepted rows).
         last_accepted: per table with an event date (``schemas.EVENT_DATE_COLUMN``), the
             latest event date among its accepted rows (None when it has none).
+        first_accepted: the same, the earliest.
     """
 
     counts: dict[str, dict[str, int]]
     last_accepted: dict[str, date | None]
+    first_accepted: dict[str, date | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+Materialize = Callable[[DataFrame, str], DataFrame]
+
+
+def cache_materialize(df: DataFrame, name: str) -> DataFrame:
+    """A materializer without a work area: cache ``df`` and fill the cache (one pass).
+
+    The pipeline writes the classified rows to the run's work area instead
+    (:meth:`cvm_spark.workarea.WorkArea.materialize`); this keeps :func:`validate_inputs`
+    usable on its own (tests, scripts).
+    """
+    del name
+    cached = df.persist()
+    cached.write.format("noop").mode("overwrite").save()
+    return cached
+
+
+@dataclass
 class ValidatedInputs:
-    """Classified input rows.
+    """Classified input rows, materialised once per table.
 
     Attributes:
         classified: per table, every row read with the contract columns (typed), a reason
-            column (null = accepted) and the original row as JSON. Persisted: call
-            :meth:`unpersist` when done.
+            column (null = accepted) and the original row as JSON (rejected rows only),
+            read back from where :func:`validate_inputs` materialised it.
+        profile_: counts per table and reason, observed while the rows were materialised.
     """
 
     classified: dict[str, DataFrame]
+    profile_: InputProfile
 
     def accepted(self, table: str) -> DataFrame:
         """Accepted rows of a table, contract columns only, typed."""
@@ -107,30 +130,16 @@ class ValidatedInputs:
         return out
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Rows per table and reason (``"accepted"`` for accepted rows); a small collect."""
-        return self.profile().counts
+        """Rows per table and reason (``"accepted"`` for accepted rows)."""
+        return self.profile_.counts
 
     def profile(self) -> InputProfile:
-        """Counts per table and reason, and the latest accepted event date per dated table.
-
-        One aggregate per table (a row per reason is collected), so the snapshot checks
-        cost no extra pass over the data.
-        """
-        counts: dict[str, dict[str, int]] = {}
-        last: dict[str, date | None] = {}
-        for name, df in self.classified.items():
-            column = EVENT_DATE_COLUMN.get(name)
-            latest = (F.max(F.to_date(column)) if column is not None
-                      else F.lit(None).cast("date"))
-            rows = (df.groupBy(F.coalesce(F.col(REASON), F.lit("accepted")).alias("r"))
-                    .agg(F.count(F.lit(1)).alias("n"), latest.alias("latest")).collect())
-            counts[name] = {row["r"]: int(row["n"]) for row in rows}
-            if column is not None:
-                last[name] = next((row["latest"] for row in rows if row["r"] == "accepted"),
-                                  None)
-        return InputProfile(counts, last)
+        """Counts per table and reason, and the earliest and latest accepted event date per
+        dated table (observed while the rows were materialised: no pass of their own)."""
+        return self.profile_
 
     def unpersist(self) -> None:
+        """Release cached rows (materialised by :func:`cache_materialize`)."""
         for df in self.classified.values():
             df.unpersist()
 
@@ -220,14 +229,14 @@ def check_schema(table: InputTable, df: DataFrame) -> DataFrame:
     return df
 
 
-def _typed(table: InputTable, prefix: str = "") -> list[Column]:
-    """Contract columns cast to their types (null where a value does not cast).
-
-    ``prefix`` names the source columns (``"_raw_"`` to re-derive them from the raw copies).
-    """
+def _typed(table: InputTable, only: tuple[str, ...] | None = None) -> list[Column]:
+    """Contract columns (or the ``only`` ones) cast to their types (null where a value does
+    not cast; strings trimmed)."""
     cols = []
     for fld in table.schema.fields:
-        c = F.col(f"{prefix}{fld.name}")
+        if only is not None and fld.name not in only:
+            continue
+        c = F.col(fld.name)
         if isinstance(fld.dataType, T.StringType):
             c = F.trim(c.cast("string"))
         cols.append(c.try_cast(fld.dataType).alias(fld.name))
@@ -262,7 +271,7 @@ def _row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = Non
     ``line_column`` names the column holding the text of a CSV line that did not parse
     (None for sources that have no such column).
     """
-    snapshot_end = _month_end(cfg.snapshot)
+    snapshot_end = month_end(cfg.snapshot)
     data_start = cfg.validation.data_start_date
     identity = [c for c in (ACCOUNT_ID, "related_account_id", "month", "txn_ts")
                 if c in table.columns]
@@ -317,66 +326,61 @@ def _row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = Non
                         for code, cond in checks])
 
 
-def _month_end(month_start: date) -> date:
-    nxt = date(month_start.year + (month_start.month == 12), month_start.month % 12 + 1, 1)
-    return nxt - timedelta(days=1)
-
-
 def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
-              known_accounts: DataFrame | None) -> DataFrame:
+              known_accounts: DataFrame | None, broadcast_known: bool = True) -> DataFrame:
     """Typed contract columns + reason + original row JSON (rejected rows only) for a table.
 
-    The original row is carried as its source columns and turned into JSON only for rows
-    that end up rejected, so accepted rows (nearly all of them) cost no JSON string in the
-    shuffle-free tail of the plan or in the persisted result.
+    One pass: the row-level checks, the orphan check against the accepted account ids
+    (broadcast to every task up to ``performance.broadcast_accounts`` of them) and the
+    duplicate check, a window over the rows of one key. The original row is carried as its
+    source columns and turned into JSON only for rows that end up rejected.
     """
     df = check_schema(table, raw)
     source_cols = df.columns
     raw_cols = [F.col(c).alias(f"_raw_{c}") for c in table.columns]
     # the source columns beyond the contract ones, kept for the quarantine JSON
     extra = [c for c in source_cols if c not in table.columns]
+    line_column = f"_src_{MALFORMED_LINE}" if MALFORMED_LINE in extra else None
     typed = df.select(*_typed(table), *raw_cols,
                       *[F.col(c).alias(f"_src_{c}") for c in extra])
+    rows = typed.select("*", _row_reason(table, cfg, line_column).alias(REASON))
     refs = [ACCOUNT_ID] + (["related_account_id"] if table.name == "relations" else [])
-    # Only the raw values (plus the typed account keys) cross the shuffle of the orphan join
-    # and the duplicate window; the typed columns are cheap to cast again afterwards, and
-    # carrying both would nearly double the bytes shuffled.
-    line_column = f"_src_{MALFORMED_LINE}" if MALFORMED_LINE in extra else None
-    slim = typed.select(*refs, *[c for c in typed.columns if c.startswith(("_raw_", "_src_"))],
-                        _row_reason(table, cfg, line_column).alias(REASON))
     if known_accounts is not None:
         for i, ref in enumerate(refs):
             known = known_accounts.select(F.col(ACCOUNT_ID).alias(ref),
                                           F.lit(True).alias(f"_known{i}"))
-            slim = slim.join(known, on=ref, how="left")
+            rows = rows.join(F.broadcast(known) if broadcast_known else known, on=ref,
+                             how="left")
         orphan = _any([F.col(f"_known{i}").isNull() for i in range(len(refs))])
-        slim = slim.withColumn(
-            REASON, F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account"))))
-    retyped = [col for fld, col in zip(table.schema.fields, _typed(table, "_raw_"), strict=True)
-               if fld.name not in refs]
-    typed = slim.select(*retyped, *[c for c in slim.columns if not c.startswith("_known")])
+        rows = rows.select(*[c for c in rows.columns if not c.startswith("_known")
+                             and c != REASON],
+                           F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account")))
+                           .alias(REASON))
     # Duplicates: among the rows with one key, order the rows that are still accepted
     # first, then by the original contract values (so the choice is deterministic); every
     # row after the first is a duplicate of an accepted row. The window is partitioned by
-    # the whole key, not by account: an account with millions of rows then spreads over
-    # many tasks (grouping treats nulls as equal, as the key comparison does).
+    # the whole key, not by account (an account with millions of rows then spreads over
+    # many tasks), led by a hash of it: rows are sorted by partition keys first, and an
+    # 8-byte hash settles nearly every comparison of the sort by its prefix, where the key's
+    # strings would be compared byte by byte. Grouping treats nulls as equal, as the key
+    # comparison does.
     key = F.struct(*[F.col(c) for c in table.key])
     order = [F.col(REASON).isNotNull(),
              *[F.col(f"_raw_{c}").asc_nulls_first() for c in table.columns
                if _sortable(raw.schema, c)]]
-    duplicate = F.lag(key, 1).over(
-        Window.partitionBy(*table.key).orderBy(*order)).eqNullSafe(key)
-    with_reason = typed.select(
-        *typed.columns,
-        F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event"))).alias("_final"))
+    window = Window.partitionBy(F.xxhash64(*[F.col(c) for c in table.key]),
+                                *table.key).orderBy(*order)
+    duplicate = F.lag(key, 1).over(window).eqNullSafe(key)
+    final = F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event")))
+    with_reason = rows.select(*[c for c in rows.columns if c != REASON], final.alias(REASON))
     # the original row, with its source column names, as JSON
     original = F.to_json(F.struct(*[
         F.col(f"_raw_{c}" if c in table.columns else f"_src_{c}").alias(c)
         for c in source_cols]))
     return with_reason.select(
         *table.columns,
-        F.col("_final").alias(REASON),
-        F.when(F.col("_final").isNotNull(), original).alias(ROW_JSON),
+        F.col(REASON),
+        F.when(F.col(REASON).isNotNull(), original).alias(ROW_JSON),
     )
 
 
@@ -386,23 +390,50 @@ def _sortable(schema: T.StructType, column: str) -> bool:
     return not isinstance(lower.get(column), (T.MapType, T.StructType, T.ArrayType))
 
 
-def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig) -> ValidatedInputs:
+def _observations(name: str) -> tuple[Observation, list[Column]]:
+    """Rows per reason (and accepted), and the earliest and latest accepted event date."""
+    reason = F.col(REASON)
+    aggs = [F.count_if(reason.isNull()).alias("accepted"),
+            *[F.count_if(reason == F.lit(r)).alias(r) for r in REASONS]]
+    column = EVENT_DATE_COLUMN.get(name)
+    if column is not None:
+        day = F.when(reason.isNull(), F.to_date(column))
+        aggs += [F.max(day).alias("_latest"), F.min(day).alias("_earliest")]
+    return Observation(f"validate_{name}"), aggs
+
+
+def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig,
+                    materialize: Materialize = cache_materialize) -> ValidatedInputs:
     """Classify every input row as accepted or quarantined (with a reason).
 
-    Schema problems raise :class:`InputSchemaError` before any Spark job runs. The classified
-    tables are persisted because both the features and the quarantine writes read them.
+    Schema problems raise :class:`InputSchemaError` before any Spark job runs. Then each
+    table is classified and materialised in one pass (``materialize``: the pipeline writes
+    it to the run's work area), its rows counted per reason while they pass
+    (``DataFrame.observe``): the accounts first, whose accepted ids check every other
+    table's account references.
     """
     for name in INPUT_TABLES:
         if name not in raw:
             raise InputSchemaError(f"input table {name} was not provided")
         check_schema(INPUT_TABLES[name], raw[name])
-    accounts = _classify(raw["accounts"], INPUT_TABLES["accounts"], cfg, None).persist()
-    known = accounts.where(F.col(REASON).isNull()).select(ACCOUNT_ID)
-    classified = {"accounts": accounts}
+    classified: dict[str, DataFrame] = {}
+    counts: dict[str, dict[str, int]] = {}
+    last: dict[str, date | None] = {}
+    first: dict[str, date | None] = {}
+    known: DataFrame | None = None
+    broadcast_known = True
     for name, table in INPUT_TABLES.items():
-        if name != "accounts":
-            classified[name] = _classify(raw[name], table, cfg, known).persist()
-    return ValidatedInputs(classified)
+        obs, aggs = _observations(name)
+        df = _classify(raw[name], table, cfg, known, broadcast_known).observe(obs, *aggs)
+        classified[name] = materialize(df, f"validated_{name}")
+        values = obs.get
+        counts[name] = {r: int(values[r]) for r in ("accepted", *REASONS) if values.get(r)}
+        if name in EVENT_DATE_COLUMN:
+            last[name], first[name] = values.get("_latest"), values.get("_earliest")
+        if name == "accounts":
+            known = classified[name].where(F.col(REASON).isNull()).select(ACCOUNT_ID)
+            broadcast_known = counts[name].get("accepted", 0) <= cfg.performance.broadcast_accounts
+    return ValidatedInputs(classified, InputProfile(counts, last, first))
 
 
 def check_snapshot_data(profile: InputProfile, snapshot: date) -> None:

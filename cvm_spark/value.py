@@ -13,10 +13,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.config import ValueConfig
-from cvm_spark.cuts import CutPoints, bucketize
-from cvm_spark.features import months_back
+from cvm_spark.cuts import CutPoints, bucketize, quantiles
+from cvm_spark.features import monthly_rows
+from cvm_spark.months import month_end, months_between
 from cvm_spark.schemas import ACCOUNT_ID
-from cvm_spark.validate import _month_end
 
 
 def decay_weight(months_before: Column, decay: float) -> Column:
@@ -49,70 +49,57 @@ def _decay_sum(first: Column, last: Column, decay: float) -> Column:
                   ).otherwise(F.lit(0.0))
 
 
-def current_and_historical(monthly_product: DataFrame, base: DataFrame, snapshot: date,
-                           cfg: ValueConfig) -> DataFrame:
-    """Current value (split by product-line group) and decayed historical value per account.
+def value_aggregates(snapshot: date, cfg: ValueConfig, k_data_start: int) -> list[Column]:
+    """Aggregates of current and historical value over :func:`cvm_spark.features.monthly_rows`
+    (with ``profit_<group>``): months the account was open only.
 
     Args:
-        monthly_product: accepted monthly facts (all history).
-        base: ``features.account_base`` rows (account_id, open_date, _k_open, _k_close).
-        snapshot: first day of the snapshot month.
-        cfg: value settings.
-
-    Returns:
-        account_id, current_value, current_value_<group> per group, historical_value,
-        historical_observed, historical_backfill, a0_monthly_profit, backfill_months.
+        k_data_start: months back from ``snapshot`` of the earliest month of monthly facts
+            in the data (the A0 months are counted from it).
     """
+    del snapshot  # the rows carry k, counted from it
     c = cfg.current_months
-    group_of = F.coalesce(*[F.when(F.col("product_line").isin(lines), F.lit(group))
-                            for group, lines in cfg.product_groups.items()])
-    # Earliest month of monthly facts in the data: one aggregate, broadcast back.
-    data_start = monthly_product.agg(F.min("month").alias("_data_start"))
-    k = months_back(F.col("month"), snapshot)
-    open_rows = (monthly_product
-                 .where(F.col("month") <= F.lit(snapshot))
-                 .join(base.select(ACCOUNT_ID, "_k_open", "_k_close"), on=ACCOUNT_ID,
-                       how="inner")
-                 .crossJoin(F.broadcast(data_start))
-                 .select(ACCOUNT_ID, "_data_start", k.alias("k"),
-                         (F.col("income") - F.col("cost")).alias("profit"),
-                         group_of.alias("grp"),
-                         months_back(F.col("_data_start"), snapshot).alias("_k_data_start"))
-                 .where((F.col("k") <= F.col("_k_open")) & (F.col("k") >= F.col("_k_close"))))
-    months_before = F.col("k") - (c - 1)          # 1 = the month just before the window
+    k, used, profit = F.col("k"), F.col("open"), F.col("profit")
+    months_before = k - (c - 1)          # 1 = the month just before the window
     # A0: mean monthly profit over the earliest `backfill_months` months of data (before the
     # current window), used for the months between opening and the start of the data.
-    in_a0 = (F.col("k") > F.col("_k_data_start") - cfg.backfill_months) & (months_before >= 1)
-    agg = open_rows.groupBy(ACCOUNT_ID).agg(
-        *[F.sum(F.when((F.col("k") < c) & (F.col("grp") == g), F.col("profit"))
-                .otherwise(0.0)).alias(f"current_value_{g}") for g in cfg.product_groups],
-        F.sum(F.when(F.col("k") < c, F.col("profit")).otherwise(0.0)).alias("current_value"),
-        F.sum(F.when(months_before >= 1, F.col("profit") * decay_weight(months_before,
-                                                                       cfg.decay))
-              .otherwise(0.0)).alias("historical_observed"),
-        F.sum(F.when(in_a0, F.col("profit")).otherwise(0.0)).alias("_a0_sum"),
-        F.max("_k_data_start").alias("_k_data_start"),
-    )
-    k_data_start = F.col("_k_data_start")
-    opened_before_data = F.col("_k_open") > k_data_start
+    in_a0 = (k > F.lit(k_data_start) - cfg.backfill_months) & (months_before >= 1)
+    return [
+        *[F.sum(F.when(used & (k < c), F.col(f"profit_{g}")).otherwise(0.0))
+          .alias(f"current_value_{g}") for g in cfg.product_groups],
+        F.sum(F.when(used & (k < c), profit).otherwise(0.0)).alias("current_value"),
+        F.sum(F.when(used & (months_before >= 1),
+                     profit * decay_weight(months_before, cfg.decay)).otherwise(0.0))
+        .alias("historical_observed"),
+        F.sum(F.when(used & in_a0, profit).otherwise(0.0)).alias("_a0_sum"),
+        F.count(F.when(used, 1)).alias("_value_months"),
+    ]
+
+
+def values_from_aggregates(cfg: ValueConfig, k_data_start: int) -> list[Column]:
+    """Current value (by group) and decayed historical value with the back-fill, over a row
+    with ``_k_open`` (:func:`cvm_spark.features.account_columns` at the snapshot) and the
+    :func:`value_aggregates` (null when the account has no monthly facts)."""
+    c = cfg.current_months
+    # the data start of the account's rows: unknown (no back-fill) without open months
+    k_data_start_col = F.when(F.col("_value_months") > 0, F.lit(k_data_start))
+    opened_before_data = F.col("_k_open") > k_data_start_col
     # the account's months before the data start (open then, but no facts)
-    first_missing = k_data_start + 1 - (c - 1)           # months_before of the month before data
-    last_missing = F.col("_k_open") - (c - 1)            # months_before of the opening month
+    first_missing = k_data_start_col + 1 - (c - 1)      # months_before of the month before data
+    last_missing = F.col("_k_open") - (c - 1)           # months_before of the opening month
     first_missing = F.greatest(first_missing, F.lit(1))
     n_missing = F.greatest(last_missing - first_missing + 1, F.lit(0))
     # months of A0 window the account was open (all of them when it opened before the data)
     a0_months = F.least(F.lit(cfg.backfill_months),
-                        F.greatest(k_data_start - (c - 1), F.lit(0)))
+                        F.greatest(k_data_start_col - (c - 1), F.lit(0)))
     a0 = F.when(opened_before_data & (a0_months > 0), F.col("_a0_sum") / a0_months)
     backfill = F.when((n_missing > 0) & a0.isNotNull(),
                       a0 * _decay_sum(first_missing, last_missing, cfg.decay)).otherwise(0.0)
-    joined = base.select(ACCOUNT_ID, "_k_open").join(agg, on=ACCOUNT_ID, how="left")
 
     def zero(col: str) -> Column:
         return F.coalesce(F.col(col), F.lit(0.0))
 
-    return joined.select(
-        ACCOUNT_ID,
+    return [
         zero("current_value").alias("current_value"),
         *[zero(f"current_value_{g}").alias(f"current_value_{g}") for g in cfg.product_groups],
         (zero("historical_observed") + backfill).alias("historical_value"),
@@ -120,7 +107,46 @@ def current_and_historical(monthly_product: DataFrame, base: DataFrame, snapshot
         backfill.alias("historical_backfill"),
         a0.alias("a0_monthly_profit"),
         F.coalesce(n_missing, F.lit(0)).cast("int").alias("backfill_months"),
-    )
+    ]
+
+
+def value_columns(cfg: ValueConfig) -> list[str]:
+    """The columns of :func:`values_from_aggregates`, in order (without ``account_id``)."""
+    return ["current_value", *[f"current_value_{g}" for g in cfg.product_groups],
+            "historical_value", "historical_observed", "historical_backfill",
+            "a0_monthly_profit", "backfill_months"]
+
+
+def data_start_months(monthly_product: DataFrame, snapshot: date) -> int | None:
+    """Months back from ``snapshot`` of the earliest month of ``monthly_product`` (one
+    aggregate; the pipeline takes it from validation instead)."""
+    row = monthly_product.agg(F.min("month").alias("m")).first()
+    return None if row is None or row["m"] is None else months_between(snapshot, row["m"])
+
+
+def current_and_historical(monthly_product: DataFrame, base: DataFrame, snapshot: date,
+                           cfg: ValueConfig, k_data_start: int | None = None) -> DataFrame:
+    """Current value (split by product-line group) and decayed historical value per account.
+
+    Args:
+        monthly_product: accepted monthly facts (all history).
+        base: ``features.account_base`` rows (account_id, open_date, _k_open, _k_close).
+        snapshot: first day of the snapshot month.
+        cfg: value settings.
+        k_data_start: months back of the earliest month of the data; computed from
+            ``monthly_product`` (one aggregate) when not given.
+
+    Returns:
+        account_id, current_value, current_value_<group> per group, historical_value,
+        historical_observed, historical_backfill, a0_monthly_profit, backfill_months.
+    """
+    if k_data_start is None:
+        k_data_start = data_start_months(monthly_product, snapshot)
+    kds = 0 if k_data_start is None else k_data_start   # no data: no rows use it
+    rows = monthly_rows(monthly_product, base, snapshot, [], cfg.product_groups)
+    agg = rows.groupBy(ACCOUNT_ID).agg(*value_aggregates(snapshot, cfg, kds))
+    joined = base.select(ACCOUNT_ID, "_k_open").join(agg, on=ACCOUNT_ID, how="left")
+    return joined.select(ACCOUNT_ID, *values_from_aggregates(cfg, kds))
 
 
 def influence_value(relations: DataFrame, transactions: DataFrame, current: DataFrame,
@@ -141,7 +167,7 @@ def influence_value(relations: DataFrame, transactions: DataFrame, current: Data
         influence_value (for every account of ``current``).
     """
     c = cfg.current_months
-    end = _month_end(snapshot)
+    end = month_end(snapshot)
     values = current.select(F.col(ACCOUNT_ID).alias("_other"),
                             F.col("current_value").alias("_other_value"))
     employer = relations.where(F.col("relation") == "employer").select(
@@ -183,30 +209,45 @@ def influence_value(relations: DataFrame, transactions: DataFrame, current: Data
     )
 
 
+def percentile_probabilities(points: int) -> list[float]:
+    """The quantile levels of the percentile cut points (``points - 1`` of them)."""
+    return [i / points for i in range(1, points)]
+
+
+PERCENTILE_ACCURACY = 10_000
+
+
+def percentile_cuts(df: DataFrame, columns: list[str], points: int,
+                    accuracy: int = PERCENTILE_ACCURACY) -> dict[str, list[float]]:
+    """The ``points - 1`` approximate quantiles of each column: one aggregate (a few numbers
+    per column reach the driver). A column without values gets no cut points."""
+    probs = percentile_probabilities(points)
+    row = df.agg(*[quantiles(F.col(c), probs, accuracy).alias(c) for c in columns]).first()
+    return {c: [float(x) for x in row[c]] for c in columns if row is not None and row[c]}
+
+
 def percentile_scale(df: DataFrame, columns: list[str], points: int,
-                     accuracy: int = 10_000) -> DataFrame:
+                     accuracy: int = PERCENTILE_ACCURACY,
+                     cuts: dict[str, list[float]] | None = None) -> DataFrame:
     """Add ``<col>_pct`` on 0..100: the approximate percentile rank of each value.
 
-    Cut points are ``points - 1`` quantiles from one ``percentile_approx`` aggregate; only
-    those few numbers per column reach the driver. The rank is the mid-rank
-    ``(#cuts < v + #cuts <= v) / 2 / (points-1)`` so tied values (many zeros) share the
-    middle of their range. Nulls stay null. The counts come from one binary search per
-    value (:mod:`cvm_spark.cuts`).
+    Cut points are ``points - 1`` quantiles from one ``percentile_approx`` aggregate
+    (:func:`percentile_cuts`, or ``cuts`` when the caller computed them in an aggregate of
+    its own). The rank is the mid-rank ``(#cuts < v + #cuts <= v) / 2 / (points-1)`` so
+    tied values (many zeros) share the middle of their range. Nulls stay null. The counts
+    come from one binary search per value (:mod:`cvm_spark.cuts`).
     """
-    probs = [i / points for i in range(1, points)]
-    row = df.agg(*[F.percentile_approx(F.col(c), probs, accuracy).alias(c)
-                   for c in columns]).first()
-    cuts = {c: CutPoints([float(x) for x in row[c]]) for c in columns
-            if row is not None and row[c]}
-    out, buckets = bucketize(df, cuts)
+    found = cuts if cuts is not None else percentile_cuts(df, columns, points, accuracy)
+    points_of = {c: CutPoints(found[c]) for c in columns if found.get(c)}
+    out, searches = bucketize(df, points_of)
     n = float(points - 1)
 
     def pct(c: str) -> Column:
-        if c not in cuts:
+        if c not in points_of:
             return F.lit(None).cast("double")
         v = F.col(c)
         return F.when(v.isNotNull(),
-                      F.round(cuts[c].mid_rank(v, buckets.get(c)) / n * 100.0, 4))
+                      F.round(points_of[c].mid_rank(v, searches.get(c)) / n * 100.0, 4))
 
     return out.select(*df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
 

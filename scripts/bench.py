@@ -48,7 +48,13 @@ sys.path.insert(0, str(ROOT))
 from cvm_spark.config import load_config  # noqa: E402
 from cvm_spark.generate import generate_tables, write_tables  # noqa: E402
 from cvm_spark.pipeline import run_snapshot  # noqa: E402
-from cvm_spark.session import build_spark  # noqa: E402
+from cvm_spark.profiling import (  # noqa: E402
+    large_task_binaries,
+    profile_conf,
+    profile_log,
+    render_profile,
+)
+from cvm_spark.session import SPARK_LOG_ENV, build_spark  # noqa: E402
 
 REFERENCE_SCRIPT = ROOT / "scripts" / "bench_reference.py"
 INPUTS = ("accounts", "transactions", "monthly_product")
@@ -440,8 +446,18 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"generator.accounts": args.accounts, "generator.months": args.months,
                  "inputs.root": str(work / "data"), "output.warehouse": str(work / "wh")}
     cfg = load_config(args.config, overrides)
+    extra: dict[str, str] = {}
+    events = work / "events"
+    if args.profile:
+        # the event log (per-stage jobs, tasks, shuffle, plans) and Spark's log file (the
+        # task-binary warnings) of this process, read back after the pipeline
+        shutil.rmtree(events, ignore_errors=True)
+        events.mkdir(parents=True)
+        extra = profile_conf(str(events))
+        os.environ[SPARK_LOG_ENV] = str(work / "spark.log")
+        (work / "spark.log").unlink(missing_ok=True)
     spark = build_spark("cvm-bench", master=args.master,
-                        conf={**cfg.spark, "spark.driver.memory": args.driver_memory})
+                        conf={**cfg.spark, "spark.driver.memory": args.driver_memory, **extra})
     cores = spark.sparkContext.defaultParallelism
     probe = MemoryProbe()
     runs: dict[str, list[float]] = {}
@@ -461,6 +477,16 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         for name, seconds in summary.stage_seconds.items():
             runs.setdefault(name, []).append(seconds)
     memory_pipeline = probe.sample()
+    profile = None
+    if args.profile:
+        # the last repetition's jobs (each repetition has a run id of its own)
+        run_profile = profile_log(events / f"{spark.sparkContext.applicationId}.inprogress",
+                                  summary.run_id)
+        log_file = work / "spark.log"
+        binaries = large_task_binaries(log_file.read_text(errors="replace")
+                                       if log_file.exists() else "")
+        profile = {**run_profile.to_dict(), "large_task_binaries_kib": binaries,
+                   "table": render_profile(run_profile, summary.stage_seconds)}
     references = (run_references(spark, cfg, args, work, fresh, cores) if args.references
                   else None)
     memory_final = probe.sample()
@@ -495,6 +521,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                            "child from /proc (Linux only; null elsewhere). In local mode the "
                            "driver JVM also runs the executors."},
         "references": references,
+        "profile": profile,
     }
     results["targets"] = targets(results)
     return results
@@ -630,6 +657,14 @@ def render(results: dict[str, Any]) -> str:
               f"Python {_mb(r['memory']['after_references']['python_peak_rss_mb'])}, JVM "
               f"{_mb(r['memory']['after_references']['jvm_peak_rss_mb'])} (local mode: the "
               f"driver JVM also runs the executors)."]
+    prof = r.get("profile")
+    if prof:
+        binaries = prof["large_task_binaries_kib"]
+        lines += ["", "## Spark profile (from the event log; `--profile`)", "", "```",
+                  prof["table"], "```", "",
+                  "Large task binaries (Spark's warning, > 1,000 KiB): "
+                  + (", ".join(f"{b:,.0f} KiB" for b in binaries) if binaries else "none")
+                  + "."]
     refs = r.get("references")
     if refs:
         lines += ["", "## References (same Parquet copy of the accepted inputs)", "",
@@ -758,6 +793,7 @@ def child_argv(args: argparse.Namespace, accounts: int) -> list[str]:
     argv += ["--references" if args.references else "--no-references"]
     argv += ["--keep-data"] if args.keep_data else []
     argv += ["--strict"] if args.strict else []
+    argv += ["--profile"] if args.profile else []
     return argv
 
 
@@ -816,6 +852,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="relative (and absolute) tolerance of the feature comparison")
     parser.add_argument("--param-tolerance", type=float, default=1e-3,
                         help="largest relative BG/NBD parameter difference that agrees")
+    parser.add_argument("--profile", action="store_true",
+                        help="write the Spark event log and report jobs, stages, tasks, task "
+                             "time, shuffle, spill and the largest plan per pipeline stage")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when the features or the BG/NBD parameters disagree")
     args = parser.parse_args(argv)

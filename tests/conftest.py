@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,15 +15,42 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class SessionLogs:
+    """Where the test session's Spark writes its event log and its log file."""
+
+    event_log_dir: Path
+    spark_log: Path
+
+    def event_log(self, spark) -> Path:
+        """This application's event log (being written)."""
+        return self.event_log_dir / f"{spark.sparkContext.applicationId}.inprogress"
+
+
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory):
-    from cvm_spark.session import build_spark
+def session_logs(tmp_path_factory: pytest.TempPathFactory) -> SessionLogs:
+    root = tmp_path_factory.mktemp("spark-logs")
+    return SessionLogs(root / "events", root / "spark.log")
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory, session_logs: SessionLogs):
+    from cvm_spark.profiling import profile_conf
+    from cvm_spark.session import SPARK_LOG_ENV, build_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYTHON", "python3"))
+    # Spark's own log (cvm_spark/log4j2.properties) goes to the session's file
+    os.environ[SPARK_LOG_ENV] = str(session_logs.spark_log)
+    session_logs.event_log_dir.mkdir(parents=True, exist_ok=True)
     session = build_spark(
         "cvm-tests",
         master="local[2]",
         conf={
+            # the event log of the whole session, uncompressed and with whole plan strings
+            # (tests/test_budgets.py profiles the golden run from it)
+            **profile_conf(str(session_logs.event_log_dir)),
+            # unit tests on a handful of rows; pipeline runs size their shuffles from the
+            # inputs, as users' runs do (cvm_spark.session.sized_shuffles)
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
@@ -34,7 +62,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
             "spark.ui.retainedJobs": "20000",
         },
     )
-    session.sparkContext.setLogLevel("ERROR")
+    # warnings reach the session's log file (the budget test reads the task-binary warning)
+    session.sparkContext.setLogLevel("WARN")
     yield session
     session.stop()
 
@@ -173,6 +202,30 @@ class SnapshotRuns:
         if not self.runs.get(month):
             self.run(month)
         return self.runs[month][-1]
+
+
+@pytest.fixture(scope="session")
+def golden_run(spark, base_config, session_logs, tmp_path_factory):
+    """The seeded 3,000-account run of tests/golden.py, once per session: compared with the
+    golden copy (test_golden.py) and held to the Spark budgets (test_budgets.py).
+
+    Returns (cfg, summary, spark log lines written during the run)."""
+    import golden
+
+    from cvm_spark.pipeline import run_snapshot
+    from cvm_spark.run_log import CodeVersion
+
+    cfg = golden.golden_config(base_config, tmp_path_factory.mktemp("golden"))
+    log = session_logs.spark_log
+    start = log.stat().st_size if log.exists() else 0
+    summary = run_snapshot(spark, cfg, run_id=golden.RUN_ID, generate=True,
+                           code_version=CodeVersion(git_commit="golden"))
+    lines = []
+    if log.exists():
+        with log.open(encoding="utf-8", errors="replace") as fh:
+            fh.seek(start)
+            lines = fh.read().splitlines()
+    return cfg, summary, lines
 
 
 @pytest.fixture(scope="session")

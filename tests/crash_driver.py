@@ -67,16 +67,16 @@ def inject(df, fault: str, marker: str | None = None):
 
 def patch_writer(pipeline_module, table: str, fault: str, marker: str | None = None) -> None:
     """Make the pipeline hand the writer a faulty DataFrame for ``table`` (the writer itself,
-    ``cvm_spark.delta_io.write_snapshot``, is unchanged)."""
-    original = pipeline_module.write_snapshot
+    ``cvm_spark.delta_io.write_observed``, is unchanged)."""
+    original = pipeline_module.write_observed
 
-    def write_snapshot(df, name, *args, **kwargs):
+    def write_observed(df, name, *args, **kwargs):
         if name == table:
             df = inject(df, fault, marker)
             print(f"DRIVER injecting {fault} into the write of {name}", flush=True)
         return original(df, name, *args, **kwargs)
 
-    pipeline_module.write_snapshot = write_snapshot
+    pipeline_module.write_observed = write_observed
 
 
 def main() -> int:

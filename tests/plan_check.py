@@ -707,7 +707,7 @@ def check_execution(execution: Execution, reduction: Reduction) -> list[Violatio
 
 
 def _site_key(call_site: str) -> str:
-    """``cvm_spark/tiers.py:30 (abc_cut_buckets)`` -> ``cvm_spark/tiers.py (abc_cut_buckets)``."""
+    """``cvm_spark/tiers.py:30 (fit_abc)`` -> ``cvm_spark/tiers.py (fit_abc)``."""
     return re.sub(r":\d+ ", " ", call_site, count=1)
 
 

@@ -292,7 +292,7 @@ class CrashScenario:
         from cvm_spark.run_log import CodeVersion
 
         cloudpickle.register_pickle_by_value(crash_driver)  # the workers cannot import it
-        original = pipeline.write_snapshot
+        original = pipeline.write_observed
         crash_driver.patch_writer(pipeline, "quarantine", "fail", str(self.markers["no_retry"]))
         start = time.monotonic()
         try:
@@ -301,7 +301,7 @@ class CrashScenario:
         except Exception as exc:   # the failed Spark job, as py4j or PySpark reports it
             return Outcome(1, str(exc), time.monotonic() - start)
         finally:
-            pipeline.write_snapshot = original
+            pipeline.write_observed = original
             cloudpickle.unregister_pickle_by_value(crash_driver)
         return Outcome(0, "", time.monotonic() - start)
 

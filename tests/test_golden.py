@@ -17,21 +17,17 @@ UPDATE = os.environ.get("CVM_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture(scope="module")
-def golden_run(spark, base_config, tmp_path_factory):
-    from cvm_spark.pipeline import run_snapshot
-    from cvm_spark.run_log import CodeVersion
-
-    cfg = golden.golden_config(base_config, tmp_path_factory.mktemp("golden"))
-    summary = run_snapshot(spark, cfg, run_id=golden.RUN_ID, generate=True,
-                           code_version=CodeVersion(git_commit="golden"))
+def golden_tables(spark, golden_run):
+    """The golden run (conftest.py); with CVM_UPDATE_GOLDEN=1 its tables become the copy."""
+    cfg = golden_run[0]
     if UPDATE:
         golden.save(spark, cfg)
-    return cfg, summary
+    return cfg
 
 
 @pytest.mark.parametrize("table", golden.TABLES)
-def test_table_equals_the_golden_copy(spark, golden_run, table):
-    cfg, _ = golden_run
+def test_table_equals_the_golden_copy(spark, golden_tables, table):
+    cfg = golden_tables
     schema, rows = golden.table_rows(spark, cfg, table)
     expected_schema, expected = golden.load(table)
     assert schema == expected_schema, f"{table}: columns or types changed"

@@ -292,13 +292,18 @@ def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp
 # --------------------------------------------------------------------------------------------
 
 
-def _stand_in_model(spark, cfg, accepted, features, rfm, run_id, model_root, retrain=True,
-                    stage=no_stage):
+def _stand_in_model(spark, cfg, accepted, facts, rfm_cuts, run_id, model_root, materialize,
+                    accounts, k_data_start, retrain=True, stage=no_stage):
     """A cheap stand-in for the model steps (minutes of fits on two cores): frames of the
     model tables' shape built from the real features and RFM, so the pipeline writes all
     eight tables through the same ``_write`` and the report has its tables."""
+    from cvm_spark.facts import features_of
     from cvm_spark.model import ModelOutputs, metrics_frame
+    from cvm_spark.rfm import score_rfm
     from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
+
+    features = features_of(facts, cfg)
+    rfm = score_rfm(features, cfg.rfm, rfm_cuts)
 
     tiers = rfm.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.col("segment").alias("tier"),
                        F.lit("stable").alias("lifecycle_stage"))

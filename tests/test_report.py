@@ -292,13 +292,13 @@ def test_cli_report_help(capsys):
 # ------------------------------------------------------------------------------------------
 
 
-def test_stage_progress_line_has_counts_and_time(caplog):
+def test_stage_progress_line_has_counts_and_time(spark, caplog):
     summary = RunSummary(run_id="r", snapshot_month="2024-12")
     with caplog.at_level(logging.INFO, logger="cvm_spark.pipeline"):
-        with _stage(summary, "validate"):
+        with _stage(spark, summary, "validate"):
             summary.rows_read["accounts"] = 1200
             summary.rows_quarantined["accounts"] = {"null_key": 3, "accepted": 0}
-        with _stage(summary, "rfm"):
+        with _stage(spark, summary, "rfm"):
             summary.rows_written["rfm"] = 1197
     done = [r.getMessage() for r in caplog.records if ": done in " in r.getMessage()]
     assert re.fullmatch(r"stage validate: done in \d+\.\ds \(\d+\.\ds of stages so far\); "

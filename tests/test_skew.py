@@ -27,9 +27,11 @@ co-partitioned with that window, ran the hot account in that partition too). Per
 aggregates over transactions do not funnel: the partial aggregate before each exchange
 collapses the hot account's rows to one row per day (or per counterparty) and map task.
 
-The shuffle partition count is raised from the suite's 2 to 8 while this module runs (with
-2 partitions every stage has at most 2 tasks and a share bound means nothing); adaptive
-execution stays on as in production. See docs/reliability.md, section "limits".
+The run's shuffle partition count is fixed at 8 (``performance.shuffle_partitions``; sized
+from this small input it would be one per core, and with 2 partitions every stage has at
+most 2 tasks and a share bound means nothing), and adaptive execution runs as in production
+except that it does not coalesce those partitions back to one per core. See
+docs/reliability.md, section "limits".
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def skew_run(spark, base_config, tmp_path_factory):
     data["inputs"]["root"] = str(root / "data")
     data["output"].update(warehouse=str(root / "wh"), database="cvm_skew")
     data["generator"].update(accounts=200, months=13, bad_row_share=0.0)
+    # a fixed count: sized from these few MB of input, the run would use one per core
+    data.setdefault("performance", {})["shuffle_partitions"] = SHUFFLE_PARTITIONS
     cfg = load_config_dict(data)
     write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
                  cfg.inputs.root, cfg.inputs.format)
@@ -159,23 +163,26 @@ def skew_run(spark, base_config, tmp_path_factory):
     rows.select(*[F.col(f.name).cast(f.dataType) for f in TRANSACTIONS.schema.fields]) \
         .write.mode("append").parquet(f"{cfg.inputs.root}/transactions")
 
-    previous = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
+    reader = StageReader(spark)
+    summaries = []
+
+    def on_stage(step, summary):
+        reader.read(step)
+        summaries.append(summary)
+        if step == "rfm":
+            raise _StopAfterRfm
+
+    # adaptive execution would coalesce the 8 partitions of these few MB back to one per
+    # core, and with 2 tasks a share bound means nothing: the spread is what is tested
+    coalesce = "spark.sql.adaptive.coalescePartitions.enabled"
+    previous = spark.conf.get(coalesce)
+    spark.conf.set(coalesce, "false")
     try:
-        reader = StageReader(spark)
-        summaries = []
-
-        def on_stage(step, summary):
-            reader.read(step)
-            summaries.append(summary)
-            if step == "rfm":
-                raise _StopAfterRfm
-
         with contextlib.suppress(_StopAfterRfm):
             run_snapshot(spark, cfg, on_stage=on_stage,
                          code_version=CodeVersion(git_commit="0" * 40))
     finally:
-        spark.conf.set("spark.sql.shuffle.partitions", previous)
+        spark.conf.set(coalesce, previous)
     assert summaries and "rfm" in summaries[-1].stage_seconds, "the run did not reach rfm"
     return cfg, hot, summaries[-1], reader
 

@@ -214,10 +214,10 @@ def test_cut_point_counts_below_and_at_or_below(spark):
     values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]
     df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, x double")
     cp = CutPoints(cuts)
-    out, buckets = bucketize(df, {"x": cp})
+    out, searches = bucketize(df, {"x": cp})
     got = {r.i: (r.lt, r.le) for r in out.select(
-        "i", cp.below(F.col("x"), buckets["x"]).alias("lt"),
-        cp.at_or_below(F.col("x"), buckets["x"]).alias("le")).collect()}
+        "i", cp.below(F.col("x"), searches["x"]).alias("lt"),
+        cp.at_or_below(F.col("x"), searches["x"]).alias("le")).collect()}
 
     def key(x: float) -> tuple[int, float]:
         return (1, 0.0) if math.isnan(x) else (0, x)
@@ -236,8 +236,8 @@ def test_mid_rank_is_the_mean_of_the_two_counts(spark):
     values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]
     df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, x double")
     cp = CutPoints(cuts)
-    out, buckets = bucketize(df, {"x": cp})
-    x, b = F.col("x"), buckets["x"]
+    out, searches = bucketize(df, {"x": cp})
+    x, b = F.col("x"), searches["x"]
     rows = out.select("i", cp.mid_rank(x, b).alias("mid"),
                       ((cp.below(x, b) + cp.at_or_below(x, b)) / 2.0).alias("want")).collect()
     assert [r.mid for r in rows] == [r.want for r in rows]
