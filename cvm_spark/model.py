@@ -47,7 +47,7 @@ from cvm_spark.future_value import (
     training_partitions,
 )
 from cvm_spark.loyalty import add_loyalty, fit_loyalty, loyalty_columns
-from cvm_spark.rfm import RfmCuts, rfm_columns
+from cvm_spark.rfm import RfmCuts, rfm_scores, rfm_segment
 from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.tiers import (
     TIER_COLUMNS,
@@ -212,7 +212,10 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
     frame = add_loyalty(frame, loyalty)
     frame = add_future_value(frame, future)
     frame = add_lifetime_value(frame, clv, cfg)
-    segment = rfm_columns(rfm_cuts, cfg.rfm)["segment"]
+    # the scores first, in a projection of their own: the segment's rules each test them
+    scores = rfm_scores(rfm_cuts, cfg.rfm)
+    frame = frame.select("*", *[c.alias(f"_rfm_{name}") for name, c in scores.items()])
+    segment = rfm_segment(cfg.rfm, *[F.col(f"_rfm_{name}") for name in scores])
     frame = frame.select(*base_columns, *own, *loyalty_columns(cfg.loyalty), *FUTURE_COLUMNS,
                          *CLV_COLUMNS, segment.alias("segment"))
 

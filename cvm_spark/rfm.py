@@ -4,8 +4,8 @@ Cut points are population quantiles from ``percentile_approx`` (one aggregate, n
 sort), computed over the accounts that were active: R over accounts with a transaction, F
 and M over accounts with at least one transaction in the RFM window. The ``3 * (bins - 1)``
 cut points are fitted once (:func:`fit_rfm`, the only numbers that reach the driver) and the
-scores are a projection with them as literals (:func:`rfm_columns`), so the model stage can
-add the segment to its own frame without a join. A value equal to a cut
+scores are a projection with them as literals (:func:`rfm_scores`), so the model stage can
+add the segment (:func:`rfm_segment`) to its own frame without a join. A value equal to a cut
 point falls in the lower bin, so ties always share a score; inactive accounts score 1; a
 population with no activity at all scores 1 everywhere.
 """
@@ -64,9 +64,11 @@ def _bins_below(cuts: list[float], value: Column) -> Column:
     return out
 
 
-def rfm_columns(cuts: RfmCuts, cfg: RfmConfig) -> dict[str, Column]:
-    """The RFM columns as expressions over a features row (every output column but the
-    BTYD ones), in output order."""
+SCORES = ("r_score", "f_score", "m_score")
+
+
+def rfm_scores(cuts: RfmCuts, cfg: RfmConfig) -> dict[str, Column]:
+    """``r_score``, ``f_score`` and ``m_score`` (ints) as expressions over a features row."""
     n = cfg.bins
     w = cfg.window_months
     recency = F.col("recency_days")
@@ -74,22 +76,40 @@ def rfm_columns(cuts: RfmCuts, cfg: RfmConfig) -> dict[str, Column]:
     r = F.when(recency.isNull(), F.lit(1)).otherwise(F.lit(n) - _bins_below(cuts.r, recency))
     f = F.when(freq > 0, 1 + _bins_below(cuts.f, freq)).otherwise(F.lit(1))
     m = F.when(freq > 0, 1 + _bins_below(cuts.m, rank_value(mon))).otherwise(F.lit(1))
-    segment = F.coalesce(*[
+    return {"r_score": r.cast("int"), "f_score": f.cast("int"), "m_score": m.cast("int")}
+
+
+def rfm_segment(cfg: RfmConfig, r: Column, f: Column, m: Column) -> Column:
+    """The named segment of score *columns* ``r``, ``f``, ``m`` (the first matching rule).
+
+    Pass columns computed in an earlier projection (:func:`rfm_scores`): every rule tests
+    every score, and score expressions inlined here would be copied into each rule (the
+    segment alone then generated ~400 kB of code per task)."""
+    return F.coalesce(*[
         F.when(r.between(*rule.r) & f.between(*rule.f) & m.between(*rule.m), F.lit(rule.name))
         for rule in cfg.segments
     ])
+
+
+def rfm_columns(cfg: RfmConfig) -> dict[str, Column]:
+    """The RFM output columns (every one but the BTYD ones, in output order) over a features
+    row that already carries the three scores of :func:`rfm_scores`."""
+    w = cfg.window_months
+    r, f, m = (F.col(c) for c in SCORES)
     return {
         SNAPSHOT_MONTH: F.col(SNAPSHOT_MONTH), ACCOUNT_ID: F.col(ACCOUNT_ID),
-        "recency_days": recency, "frequency": freq, "monetary": mon,
-        "r_score": r.cast("int"), "f_score": f.cast("int"), "m_score": m.cast("int"),
+        "recency_days": F.col("recency_days"), "frequency": F.col(f"frequency_{w}m"),
+        "monetary": F.col(f"monetary_{w}m"),
+        "r_score": r, "f_score": f, "m_score": m,
         "rfm_code": F.concat(r.cast("string"), f.cast("string"), m.cast("string")),
         "rfm_score": (r + f + m).cast("int"),
-        "segment": segment,
+        "segment": rfm_segment(cfg, r, f, m),
     }
 
 
 def score_rfm(features: DataFrame, cfg: RfmConfig, cuts: RfmCuts | None = None) -> DataFrame:
-    """Score every account of the features table (one projection).
+    """Score every account of the features table (two projections: the scores, then the
+    code and segment from them).
 
     Args:
         cuts: fitted cut points (:func:`fit_rfm`); fitted here when not given.
@@ -99,5 +119,10 @@ def score_rfm(features: DataFrame, cfg: RfmConfig, cuts: RfmCuts | None = None) 
         rfm_code, rfm_score, segment and the BTYD summary columns.
     """
     cuts = cuts if cuts is not None else fit_rfm(features, cfg)
-    return features.select(*[c.alias(name) for name, c in rfm_columns(cuts, cfg).items()],
-                           *BTYD_COLUMNS)
+    w = cfg.window_months
+    needed = [SNAPSHOT_MONTH, ACCOUNT_ID, "recency_days", f"frequency_{w}m",
+              f"monetary_{w}m", *BTYD_COLUMNS]
+    scored = features.select(*dict.fromkeys(needed),
+                             *[c.alias(name) for name, c in rfm_scores(cuts, cfg).items()])
+    return scored.select(*[c.alias(name) for name, c in rfm_columns(cfg).items()],
+                         *BTYD_COLUMNS)
