@@ -82,18 +82,13 @@ Materialize = Callable[[DataFrame, str], DataFrame]
 
 @dataclass
 class ModelOutputs:
-    """DataFrames of the model stage (call :meth:`unpersist` when done with them)."""
+    """DataFrames of the model stage (projections of the run's work area: nothing cached)."""
 
     value_scores: DataFrame
     tiers: DataFrame
     campaign_targets: DataFrame
     tier_summary: DataFrame
     model_metrics: DataFrame
-    cached: list[DataFrame]
-
-    def unpersist(self) -> None:
-        for df in self.cached:
-            df.unpersist()
 
 
 def metrics_frame(spark: SparkSession, rows: list[MetricRow], snapshot: date,
@@ -257,8 +252,7 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
     return ModelOutputs(value_scores=assigned.select(*value_cols),
                         tiers=assigned.select(*TIER_COLUMNS),
                         campaign_targets=campaign_targets(assigned, cfg.tiers),
-                        tier_summary=tier_summary(assigned), model_metrics=metrics,
-                        cached=[])
+                        tier_summary=tier_summary(assigned), model_metrics=metrics)
 
 
 def _contribution_cuts(scored: DataFrame, cfg: CvmConfig) -> dict[str, list[float]]:

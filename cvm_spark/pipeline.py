@@ -294,16 +294,13 @@ def _run_stages(spark: SparkSession, cfg: CvmConfig, summary: RunSummary,
                               accounts=summary.rows_written["features"],
                               k_data_start=k_data_start, retrain=retrain,
                               stage=lambda name: _stage(spark, summary, name))
-    try:
-        for table in MODEL_TABLES:
-            with _stage(spark, summary, f"write_{table}"):
-                observed = _write(summary, getattr(outputs, table), table, cfg, key,
-                                  observe=(tier_observations(cfg) if table == "tiers"
-                                           else None))
-                if table == "tiers":
-                    summary.tiers = {name: int(n) for name, n in observed.items() if n}
-    finally:
-        outputs.unpersist()
+    for table in MODEL_TABLES:
+        with _stage(spark, summary, f"write_{table}"):
+            observed = _write(summary, getattr(outputs, table), table, cfg, key,
+                              observe=(tier_observations(cfg) if table == "tiers"
+                                       else None))
+            if table == "tiers":
+                summary.tiers = {name: int(n) for name, n in observed.items() if n}
     with _stage(spark, summary, "model_summary"):
         # the model_metrics rows are a local table: no Spark job
         summary.metrics = [

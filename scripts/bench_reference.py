@@ -33,7 +33,7 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cvm_spark.config import FeaturesConfig, load_config  # noqa: E402
+from cvm_spark.months import add_months, month_end  # noqa: E402
 
 INPUTS = ("accounts", "transactions", "monthly_product")
 
@@ -57,16 +58,6 @@ def _lit(value: str) -> str:
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _month_end(month_start: date) -> date:
-    nxt = date(month_start.year + (month_start.month == 12), month_start.month % 12 + 1, 1)
-    return nxt - timedelta(days=1)
-
-
-def _add_months(month: date, n: int) -> date:
-    idx = month.year * 12 + month.month - 1 + n
-    return date(idx // 12, idx % 12 + 1, 1)
 
 
 def parquet_source(path: str) -> str:
@@ -87,9 +78,9 @@ def feature_sql(paths: dict[str, str], snapshot: date, cfg: FeaturesConfig,
     out, the active-month count is a bit-or of ``1 << k`` as in Spark, and the BTYD summary
     takes the first purchase day's amount with ``arg_min``.
     """
-    s, end = snapshot, _month_end(snapshot)
+    s, end = snapshot, month_end(snapshot)
     S, E = f"DATE '{s.isoformat()}'", f"DATE '{end.isoformat()}'"
-    first_month = _add_months(s, -(cfg.lookback_months - 1))
+    first_month = add_months(s, -(cfg.lookback_months - 1))
     windows = cfg.windows
     tm, vm, am = cfg.trend_months, cfg.volatility_months, cfg.active_months
     purchase = ", ".join(_lit(d) for d in cfg.purchase_directions)

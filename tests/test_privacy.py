@@ -317,8 +317,7 @@ def _stand_in_model(spark, cfg, accepted, facts, rfm_cuts, run_id, model_root, m
         tier_summary=tiers.groupBy(SNAPSHOT_MONTH, "tier").agg(
             F.count(F.lit(1)).alias("accounts")),
         model_metrics=metrics_frame(spark, [("loyalty", "weights", "tenure", 0.25)],
-                                    cfg.snapshot, run_id),
-        cached=[])
+                                    cfg.snapshot, run_id))
 
 
 @pytest.fixture(scope="module")
