@@ -397,6 +397,22 @@ def _sum_k2(lo: Column, hi: Column) -> Column:
     return F.when(hi >= lo, upto(hi) - upto(lo - 1)).otherwise(F.lit(0))
 
 
+# A difference of two sums smaller than this share of their size is rounding noise.
+CANCELLATION = 1e-9
+
+
+def _beyond_noise(a: Column, b: Column) -> Column:
+    """``a - b``, or exactly 0 where the difference is within the rounding noise of the two
+    sums (``CANCELLATION`` of their size).
+
+    The sums come from an aggregate whose partial sums Spark adds in task-finish order, so
+    their last bits vary from run to run; for a flat series the difference would be ±1e-16
+    instead of 0, and a threshold at 0 (value × growth, "growth_trend: 0.0") would flip.
+    """
+    return F.when(F.abs(a - b) <= F.lit(CANCELLATION) * (F.abs(a) + F.abs(b)),
+                  F.lit(0.0)).otherwise(a - b)
+
+
 def _trend(months: int, k_open: Column, k_close: Column, suffix: str) -> Column:
     """OLS slope of monthly income against time over the months open in the window.
 
@@ -409,7 +425,7 @@ def _trend(months: int, k_open: Column, k_close: Column, suffix: str) -> Column:
     sx = -_sum_k(lo, hi)
     sxx = _sum_k2(lo, hi)
     denom = n * sxx - sx * sx
-    return F.when(n >= 2, (n * sxy - sx * sy) / denom)
+    return F.when(n >= 2, _beyond_noise(n * sxy, sx * sy) / denom)
 
 
 def _volatility(months: int, k_open: Column, k_close: Column, suffix: str) -> Column:
@@ -418,5 +434,5 @@ def _volatility(months: int, k_open: Column, k_close: Column, suffix: str) -> Co
     sy = F.coalesce(F.col(f"_vy{suffix}"), F.lit(0.0))
     syy = F.coalesce(F.col(f"_vyy{suffix}"), F.lit(0.0))
     mean = sy / n
-    var = F.greatest(syy / n - mean * mean, F.lit(0.0))
+    var = F.greatest(_beyond_noise(syy / n, mean * mean), F.lit(0.0))
     return F.when((n >= 2) & (mean > 0), F.sqrt(var) / mean)

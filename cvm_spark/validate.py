@@ -38,6 +38,7 @@ from cvm_spark.schemas import (
     SNAPSHOT_MONTH,
     InputTable,
 )
+from cvm_spark.session import input_bytes
 
 log = logging.getLogger(__name__)
 
@@ -326,14 +327,46 @@ def _row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = Non
                         for code, cond in checks])
 
 
+KEY_HASH = "_key_hash"
+REPEATED = "_repeated"
+ORDER_PREFIX = "_order_"
+
+
+def _key_hash(table: InputTable) -> Column:
+    """A 64-bit hash of a row's typed key columns (equal keys, equal hashes)."""
+    return F.xxhash64(*[F.col(c) for c in table.key])
+
+
+def _repeated_keys(raw: DataFrame, table: InputTable) -> DataFrame:
+    """Hashes of the keys that occur on more than one row (one column, ``KEY_HASH``).
+
+    An aggregate over the 8-byte hash of each row's typed key: the only shuffle of the
+    event rows that finding duplicates needs. A row whose key hash is not in this set has
+    no duplicate; two different keys that share a hash are both kept as candidates and told
+    apart by the window of :func:`_settle_duplicates`.
+    """
+    df = check_schema(table, raw)
+    return (df.select(*_typed(table, only=table.key))
+            .groupBy(_key_hash(table).alias(KEY_HASH)).count()
+            .where(F.col("count") > 1).select(KEY_HASH))
+
+
 def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
-              known_accounts: DataFrame | None, broadcast_known: bool = True) -> DataFrame:
+              known_accounts: DataFrame | None, broadcast_known: bool = True,
+              repeated: DataFrame | None = None, broadcast_repeated: bool = True,
+              every_row: bool = False) -> DataFrame:
     """Typed contract columns + reason + original row JSON (rejected rows only) for a table.
 
-    One pass: the row-level checks, the orphan check against the accepted account ids
-    (broadcast to every task up to ``performance.broadcast_accounts`` of them) and the
-    duplicate check, a window over the rows of one key. The original row is carried as its
-    source columns and turned into JSON only for rows that end up rejected.
+    One pass over the rows, without a shuffle of them: the row-level checks, the orphan
+    check against the accepted account ids (broadcast to every task up to
+    ``performance.broadcast_accounts`` of them). The original row is carried as its source
+    columns and turned into JSON only for rows that are rejected.
+
+    ``repeated`` (from :func:`_repeated_keys`) marks the rows whose key occurs more than
+    once: they get the column ``REPEATED`` (true), their JSON, their key hash and their
+    source values in sortable columns, which :func:`_settle_duplicates` orders to decide
+    which of them is a duplicate. ``every_row`` marks every row so (small tables, settled in
+    the same job). With neither, the table has no repeated key and no duplicate.
     """
     df = check_schema(table, raw)
     source_cols = df.columns
@@ -356,32 +389,52 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
                              and c != REASON],
                            F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account")))
                            .alias(REASON))
-    # Duplicates: among the rows with one key, order the rows that are still accepted
-    # first, then by the original contract values (so the choice is deterministic); every
-    # row after the first is a duplicate of an accepted row. The window is partitioned by
-    # the whole key, not by account (an account with millions of rows then spreads over
-    # many tasks), led by a hash of it: rows are sorted by partition keys first, and an
-    # 8-byte hash settles nearly every comparison of the sort by its prefix, where the key's
-    # strings would be compared byte by byte. Grouping treats nulls as equal, as the key
-    # comparison does.
-    key = F.struct(*[F.col(c) for c in table.key])
-    order = [F.col(REASON).isNotNull(),
-             *[F.col(f"_raw_{c}").asc_nulls_first() for c in table.columns
-               if _sortable(raw.schema, c)]]
-    window = Window.partitionBy(F.xxhash64(*[F.col(c) for c in table.key]),
-                                *table.key).orderBy(*order)
-    duplicate = F.lag(key, 1).over(window).eqNullSafe(key)
-    final = F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event")))
-    with_reason = rows.select(*[c for c in rows.columns if c != REASON], final.alias(REASON))
     # the original row, with its source column names, as JSON
     original = F.to_json(F.struct(*[
         F.col(f"_raw_{c}" if c in table.columns else f"_src_{c}").alias(c)
         for c in source_cols]))
-    return with_reason.select(
+    if every_row:
+        rows = rows.select("*", F.lit(True).alias(REPEATED))
+    elif repeated is None:
+        return rows.select(*table.columns, F.col(REASON),
+                           F.when(F.col(REASON).isNotNull(), original).alias(ROW_JSON))
+    else:
+        marks = repeated.select(KEY_HASH, F.lit(True).alias(REPEATED))
+        rows = rows.select("*", _key_hash(table).alias(KEY_HASH)).join(
+            F.broadcast(marks) if broadcast_repeated else marks, on=KEY_HASH, how="left")
+    if every_row:
+        rows = rows.select("*", _key_hash(table).alias(KEY_HASH))
+    candidate = F.col(REPEATED).isNotNull()
+    order = [c for c in table.columns if _sortable(raw.schema, c)]
+    return rows.select(
         *table.columns,
         F.col(REASON),
-        F.when(F.col(REASON).isNotNull(), original).alias(ROW_JSON),
+        F.when(F.col(REASON).isNotNull() | candidate, original).alias(ROW_JSON),
+        candidate.alias(REPEATED),
+        F.when(candidate, F.col(KEY_HASH)).alias(KEY_HASH),
+        *[F.when(candidate, F.col(f"_raw_{c}")).alias(f"{ORDER_PREFIX}{c}") for c in order],
     )
+
+
+def _settle_duplicates(candidates: DataFrame, table: InputTable) -> DataFrame:
+    """Final reasons of the rows whose key occurs more than once.
+
+    Among the rows with one key, the rows that are still accepted come first, then they are
+    ordered by their source values (so the choice is deterministic); every accepted row
+    after the first is a duplicate of an accepted row (``duplicate_event``). The window is
+    partitioned by the key hash and the key (grouping treats nulls as equal, as the key
+    comparison does); only these candidate rows are shuffled.
+    """
+    order_cols = [c for c in candidates.columns if c.startswith(ORDER_PREFIX)]
+    window = Window.partitionBy(KEY_HASH, *table.key).orderBy(
+        F.col(REASON).isNotNull(), *[F.col(c).asc_nulls_first() for c in order_cols])
+    key = F.struct(*[F.col(c) for c in table.key])
+    duplicate = F.lag(key, 1).over(window).eqNullSafe(key)
+    final = F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event")))
+    with_reason = candidates.select(*table.columns, F.col(ROW_JSON), final.alias(REASON))
+    return with_reason.select(
+        *table.columns, F.col(REASON),
+        F.when(F.col(REASON).isNotNull(), F.col(ROW_JSON)).alias(ROW_JSON))
 
 
 def _sortable(schema: T.StructType, column: str) -> bool:
@@ -390,28 +443,70 @@ def _sortable(schema: T.StructType, column: str) -> bool:
     return not isinstance(lower.get(column), (T.MapType, T.StructType, T.ArrayType))
 
 
-def _observations(name: str) -> tuple[Observation, list[Column]]:
-    """Rows per reason (and accepted), and the earliest and latest accepted event date."""
+def _observations(name: str, rows: Column | None = None) -> tuple[Observation, list[Column]]:
+    """Rows per reason (and accepted), and the earliest and latest accepted event date,
+    over the rows where ``rows`` holds (all rows when None)."""
+    within = F.lit(True) if rows is None else rows
     reason = F.col(REASON)
-    aggs = [F.count_if(reason.isNull()).alias("accepted"),
-            *[F.count_if(reason == F.lit(r)).alias(r) for r in REASONS]]
+    aggs = [F.count_if(within & reason.isNull()).alias("accepted"),
+            *[F.count_if(within & (reason == F.lit(r))).alias(r) for r in REASONS]]
     column = EVENT_DATE_COLUMN.get(name)
     if column is not None:
-        day = F.when(reason.isNull(), F.to_date(column))
+        day = F.when(within & reason.isNull(), F.to_date(column))
         aggs += [F.max(day).alias("_latest"), F.min(day).alias("_earliest")]
-    return Observation(f"validate_{name}"), aggs
+    return Observation(f"validate_{name}_{0 if rows is None else 1}"), aggs
+
+
+def _merge_observed(parts: list[dict], dated: bool) -> tuple[dict[str, int], date | None,
+                                                                 date | None]:
+    """Counts added up, and the latest/earliest dates, over the observed parts."""
+    counts = {r: sum(int(p.get(r) or 0) for p in parts) for r in ("accepted", *REASONS)}
+    counts = {r: n for r, n in counts.items() if n}
+    if not dated:
+        return counts, None, None
+    latest = [p["_latest"] for p in parts if p.get("_latest") is not None]
+    earliest = [p["_earliest"] for p in parts if p.get("_earliest") is not None]
+    return counts, max(latest, default=None), min(earliest, default=None)
+
+
+# In-memory bytes per byte of input files, an upper bound over the formats
+# (session.EXPANSION): a table is "small" when this many times its files fit one partition.
+SMALL_TABLE_EXPANSION = 4.0
+
+
+def _is_small(df: DataFrame, limit_bytes: float) -> bool:
+    size = input_bytes(df)
+    return size is not None and size * SMALL_TABLE_EXPANSION <= limit_bytes
 
 
 def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig,
-                    materialize: Materialize = cache_materialize) -> ValidatedInputs:
+                    materialize: Materialize = cache_materialize,
+                    small_table_bytes: float | None = None) -> ValidatedInputs:
     """Classify every input row as accepted or quarantined (with a reason).
 
     Schema problems raise :class:`InputSchemaError` before any Spark job runs. Then each
-    table is classified and materialised in one pass (``materialize``: the pipeline writes
-    it to the run's work area), its rows counted per reason while they pass
-    (``DataFrame.observe``): the accounts first, whose accepted ids check every other
-    table's account references.
+    table is classified (the accounts first, whose accepted ids check every other table's
+    account references), in one of two plans that give the same rows:
+
+    * **small tables** (files that fit one shuffle partition in memory,
+      ``small_table_bytes``, by default ``performance.partition_mb``): every row is
+      classified and ordered by the duplicate window in one job, and materialised
+      (``materialize``: the pipeline writes it to the run's work area);
+    * **larger tables**, so that no event row is shuffled with its columns:
+
+      1. the hashes of keys that occur on more than one row, by an aggregate of 8-byte
+         hashes (:func:`_repeated_keys`; materialised, small);
+      2. every row classified in one pass without a shuffle (:func:`_classify`, the rows of
+         a repeated key marked), materialised;
+      3. only when some key is repeated: those rows ordered by the duplicate window
+         (:func:`_settle_duplicates`), materialised. The classified table is the rows
+         without a repeated key plus the settled ones.
+
+    Rows are counted per reason while they are materialised (``DataFrame.observe``), so no
+    pass of their own reads them again.
     """
+    if small_table_bytes is None:
+        small_table_bytes = cfg.performance.partition_mb * 1024 * 1024
     for name in INPUT_TABLES:
         if name not in raw:
             raise InputSchemaError(f"input table {name} was not provided")
@@ -422,18 +517,58 @@ def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig,
     first: dict[str, date | None] = {}
     known: DataFrame | None = None
     broadcast_known = True
+    limit = cfg.performance.broadcast_accounts
     for name, table in INPUT_TABLES.items():
-        obs, aggs = _observations(name)
-        df = _classify(raw[name], table, cfg, known, broadcast_known).observe(obs, *aggs)
-        classified[name] = materialize(df, f"validated_{name}")
-        values = obs.get
-        counts[name] = {r: int(values[r]) for r in ("accepted", *REASONS) if values.get(r)}
+        if _is_small(raw[name], small_table_bytes):
+            obs, aggs = _observations(name)
+            df = _settle_duplicates(
+                _classify(raw[name], table, cfg, known, broadcast_known, repeated=None,
+                          every_row=True), table).observe(obs, *aggs)
+            classified[name] = materialize(df, f"validated_{name}")
+            observed = [obs.get]
+        else:
+            classified[name], observed = _classify_large(raw[name], name, table, cfg, known,
+                                                         broadcast_known, materialize)
+        counts[name], last_day, first_day = _merge_observed(observed,
+                                                            name in EVENT_DATE_COLUMN)
         if name in EVENT_DATE_COLUMN:
-            last[name], first[name] = values.get("_latest"), values.get("_earliest")
+            last[name], first[name] = last_day, first_day
         if name == "accounts":
             known = classified[name].where(F.col(REASON).isNull()).select(ACCOUNT_ID)
-            broadcast_known = counts[name].get("accepted", 0) <= cfg.performance.broadcast_accounts
+            broadcast_known = counts[name].get("accepted", 0) <= limit
     return ValidatedInputs(classified, InputProfile(counts, last, first))
+
+
+def _classify_large(raw: DataFrame, name: str, table: InputTable, cfg: CvmConfig,
+                    known: DataFrame | None, broadcast_known: bool, materialize: Materialize
+                    ) -> tuple[DataFrame, list[dict]]:
+    """The plan for larger tables of :func:`validate_inputs`: repeated keys first, then the
+    rows in one pass, then the rows of repeated keys. Returns the classified rows and the
+    observed counts of each materialised part."""
+    limit = cfg.performance.broadcast_accounts
+    keys_obs = Observation(f"validate_{name}_keys")
+    repeated = materialize(
+        _repeated_keys(raw, table).observe(keys_obs, F.count("*").alias("n")),
+        f"repeated_keys_{name}")
+    n_repeated = int(keys_obs.get.get("n") or 0)
+    if n_repeated == 0:
+        obs, aggs = _observations(name)
+        df = _classify(raw, table, cfg, known, broadcast_known).observe(obs, *aggs)
+        result = materialize(df, f"validated_{name}")
+        observed = [obs.get]
+    else:
+        obs, aggs = _observations(name, ~F.col(REPEATED))
+        df = _classify(raw, table, cfg, known, broadcast_known, repeated,
+                       n_repeated <= limit).observe(obs, *aggs)
+        rows = materialize(df, f"validated_{name}")
+        settled_obs, settled_aggs = _observations(name)
+        settled = materialize(
+            _settle_duplicates(rows.where(F.col(REPEATED)), table)
+            .observe(settled_obs, *settled_aggs), f"validated_{name}_repeated")
+        unique = rows.where(~F.col(REPEATED)).select(*table.columns, REASON, ROW_JSON)
+        result = unique.unionByName(settled)
+        observed = [obs.get, settled_obs.get]
+    return result, observed
 
 
 def check_snapshot_data(profile: InputProfile, snapshot: date) -> None:

@@ -149,3 +149,18 @@ def test_age_band_may_replace_birth_year(raw, base_config):
         assert out.accepted("accounts").where(F.col("birth_year").isNull()).count() == 2
     finally:
         out.unpersist()
+
+
+def test_larger_table_plan_classifies_alike(raw, base_config, validated):
+    """The plan for larger tables (repeated keys by an aggregate, rows in one pass, the
+    window only over rows of a repeated key) gives the rows, reasons, JSON and counts of
+    the one-job plan, with and without repeated keys (accounts have some, marketing none)."""
+    large = validate_inputs(raw, base_config.with_snapshot("2024-06"), small_table_bytes=0)
+    try:
+        assert large.profile() == validated.profile()
+        for name in raw:
+            def rows(v, name=name):  # as text: NaN amounts compare equal
+                return sorted(repr(r) for r in v.classified[name].collect())
+            assert rows(large) == rows(validated), name
+    finally:
+        large.unpersist()
