@@ -138,8 +138,11 @@ def _created_elsewhere(spark: SparkSession, path: str) -> bool:
     return True
 
 
-def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> DataFrame:
-    """Add new columns (with comments) to an existing table; refuse incompatible changes."""
+def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str
+                  ) -> tuple[DataFrame, bool]:
+    """Add new columns (with comments) to an existing table; refuse incompatible changes.
+
+    Returns ``df`` in the table's column order and whether columns were added."""
     existing = {f.name: f.dataType for f in spark.read.format("delta").load(path).schema.fields}
     incoming = {f.name: f.dataType for f in df.schema.fields}
     dropped = [c for c in existing if c not in incoming]
@@ -159,7 +162,7 @@ def _align_schema(spark: SparkSession, df: DataFrame, table: str, path: str) -> 
                          for c in added)
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({cols})")
         log.info("table %s: added column(s) %s", table, added)
-    return df.select(*existing, *added)
+    return df.select(*existing, *added), bool(added)
 
 
 def write_snapshot(df: DataFrame, table: str, output: OutputConfig, snapshot: date,
@@ -227,8 +230,8 @@ def write_observed(df: DataFrame, table: str, output: OutputConfig, snapshot: da
     with table_write_guard(output, table):
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                observed = _write_once(df, table, path, output, snapshot, mode, attempt,
-                                       properties, observe or {})
+                observed, changed = _write_once(df, table, path, output, snapshot, mode,
+                                                attempt, properties, observe or {})
                 break
             except RETRYABLE_CONFLICTS as exc:
                 if attempt == COMMIT_ATTEMPTS:
@@ -238,7 +241,7 @@ def write_observed(df: DataFrame, table: str, output: OutputConfig, snapshot: da
                             snapshot.isoformat(), type(exc).__name__, attempt + 1,
                             COMMIT_ATTEMPTS)
                 time.sleep(RETRY_PAUSE_SECONDS * attempt)
-    _register(spark, output, table, path)
+    _register(spark, output, table, path, changed)
     rows = int(observed.pop("rows"))
     log.info("wrote %s rows to %s for %s (%s)", rows, table, snapshot.isoformat(), mode)
     return rows, observed
@@ -246,13 +249,16 @@ def write_observed(df: DataFrame, table: str, output: OutputConfig, snapshot: da
 
 def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snapshot: date,
                 mode: WriteMode, attempt: int, properties: dict[str, str] | None,
-                observe: dict[str, Column]) -> dict[str, Any]:
-    """One attempt of :func:`write_snapshot`: create or check the table, then one commit."""
+                observe: dict[str, Column]) -> tuple[dict[str, Any], bool]:
+    """One attempt of :func:`write_snapshot`: create or check the table, then one commit.
+
+    Returns the observed values and whether the table was created or gained columns."""
     spark = df.sparkSession
-    if not DeltaTable.isDeltaTable(spark, path):
+    created = not DeltaTable.isDeltaTable(spark, path)
+    if created:
         _create_table(spark, df, table, path, properties)
     # also after creating: the table may come from a concurrent writer
-    df = _align_schema(spark, df, table, path)
+    df, added = _align_schema(spark, df, table, path)
     observation = Observation(f"write_{table}_{attempt}")
     observed = df.observe(observation, F.count(F.lit(1)).alias("rows"),
                           *[agg.alias(name) for name, agg in observe.items()])
@@ -264,7 +270,7 @@ def _write_once(df: DataFrame, table: str, path: str, output: OutputConfig, snap
     else:
         writer = writer.mode("append")
     writer.save(path)
-    return dict(observation.get)
+    return dict(observation.get), created or added
 
 
 def _normalise_location(location: str) -> str:
@@ -289,12 +295,29 @@ def create_database(spark: SparkSession, output: OutputConfig) -> None:
               f"LOCATION {_sql_literal(location)}")
 
 
-def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) -> None:
+# (application id, qualified table name) -> the location this process registered it at.
+# Registration costs Delta log reads and a view analysis (~0.6 s a table); within one Spark
+# application it is needed once per table and location, and again only when a write
+# created the table or added columns (the view's stored schema and comments follow).
+_REGISTERED: dict[tuple[str, str], str] = {}
+
+
+def _register(spark: SparkSession, output: OutputConfig, table: str, path: str,
+              changed: bool = True) -> None:
     """Point ``<database>.<table>`` at ``path`` (an external table: dropping it keeps data).
 
-    Also (re)creates the ``<table>_latest`` view, so it carries columns added by this write.
+    Also (re)creates the ``<table>_latest`` view, so it carries columns added by a write.
+    Skipped when this application already registered the table at ``path``, it is still in
+    the catalog and ``changed`` is false (the write neither created the table nor added
+    columns).
     """
     name = qualified_name(output, table)
+    key = (spark.sparkContext.applicationId, name)
+    here = _normalise_location(path)
+    if (not changed and _REGISTERED.get(key) == here
+            and spark.catalog.tableExists(name)
+            and spark.catalog.tableExists(latest_view_name(output, table))):
+        return
     create_database(spark, output)
     registered = False
     if spark.catalog.tableExists(name):
@@ -306,6 +329,7 @@ def _register(spark: SparkSession, output: OutputConfig, table: str, path: str) 
     if not registered:
         spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION {_sql_literal(path)}")
     _create_latest_view(spark, output, table)
+    _REGISTERED[key] = here
 
 
 def latest_view_name(output: OutputConfig, table: str) -> str:
@@ -351,7 +375,7 @@ def register_tables(spark: SparkSession, output: OutputConfig) -> list[str]:
     for table in TABLE_DESCRIPTIONS:
         path = table_path(output, table)
         if DeltaTable.isDeltaTable(spark, path):
-            _register(spark, output, table, path)
+            _register(spark, output, table, path, changed=False)
             names.append(table)
     return names
 

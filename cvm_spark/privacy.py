@@ -227,6 +227,13 @@ def redact_plans(spark: SparkSession) -> None:
                    else f"(?:{current})|(?:{PLAN_REDACTION_REGEX})")
 
 
+def _table_properties(spark: SparkSession, path: str) -> dict[str, str]:
+    """A Delta table's properties, from its metadata (``SHOW TBLPROPERTIES``). Unlike
+    ``DeltaTable.detail()`` this computes no file statistics: no Spark job."""
+    quoted = path.replace("`", "``")
+    return {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{quoted}`").collect()}
+
+
 def check_warehouse(spark: SparkSession, output: OutputConfig, tables: tuple[str, ...],
                     key: PseudonymKey | None) -> None:
     """Refuse to write into tables of another pseudonymisation mode or key.
@@ -243,8 +250,7 @@ def check_warehouse(spark: SparkSession, output: OutputConfig, tables: tuple[str
         path = table_path(output, table)
         if not DeltaTable.isDeltaTable(spark, path):
             continue
-        found = (DeltaTable.forPath(spark, path).detail().first()["properties"] or {}).get(
-            KEY_ID_PROPERTY)
+        found = _table_properties(spark, path).get(KEY_ID_PROPERTY)
         if found == want:
             continue
         where = f"table {output.database}.{table} at {path}"
