@@ -365,8 +365,10 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
     ``repeated`` (from :func:`_repeated_keys`) marks the rows whose key occurs more than
     once: they get the column ``REPEATED`` (true), their JSON, their key hash and their
     source values in sortable columns, which :func:`_settle_duplicates` orders to decide
-    which of them is a duplicate. ``every_row`` marks every row so (small tables, settled in
-    the same job). With neither, the table has no repeated key and no duplicate.
+    which of them is a duplicate. ``every_row`` treats every row so (small tables, settled in
+    the same job) and keeps the source columns instead of ``ROW_JSON``:
+    :func:`_settle_duplicates` turns them into JSON (:func:`_source_json`) for rejected rows
+    only. With neither, the table has no repeated key and no duplicate.
     """
     df = check_schema(table, raw)
     source_cols = df.columns
@@ -389,23 +391,21 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
                              and c != REASON],
                            F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account")))
                            .alias(REASON))
-    # the original row, with its source column names, as JSON
-    original = F.to_json(F.struct(*[
-        F.col(f"_raw_{c}" if c in table.columns else f"_src_{c}").alias(c)
-        for c in source_cols]))
+    original = _source_json(table, source_cols)
+    order = [c for c in table.columns if _sortable(raw.schema, c)]
     if every_row:
-        rows = rows.select("*", F.lit(True).alias(REPEATED))
-    elif repeated is None:
+        # settled in the same job: the source values travel as they are (the window orders
+        # by them) and become JSON only for the rows that end up rejected
+        return rows.select(*table.columns, F.col(REASON), _key_hash(table).alias(KEY_HASH),
+                           *[F.col(f"_raw_{c}") for c in table.columns],
+                           *[F.col(f"_src_{c}") for c in extra])
+    if repeated is None:
         return rows.select(*table.columns, F.col(REASON),
                            F.when(F.col(REASON).isNotNull(), original).alias(ROW_JSON))
-    else:
-        marks = repeated.select(KEY_HASH, F.lit(True).alias(REPEATED))
-        rows = rows.select("*", _key_hash(table).alias(KEY_HASH)).join(
-            F.broadcast(marks) if broadcast_repeated else marks, on=KEY_HASH, how="left")
-    if every_row:
-        rows = rows.select("*", _key_hash(table).alias(KEY_HASH))
+    marks = repeated.select(KEY_HASH, F.lit(True).alias(REPEATED))
+    rows = rows.select("*", _key_hash(table).alias(KEY_HASH)).join(
+        F.broadcast(marks) if broadcast_repeated else marks, on=KEY_HASH, how="left")
     candidate = F.col(REPEATED).isNotNull()
-    order = [c for c in table.columns if _sortable(raw.schema, c)]
     return rows.select(
         *table.columns,
         F.col(REASON),
@@ -416,22 +416,37 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
     )
 
 
-def _settle_duplicates(candidates: DataFrame, table: InputTable) -> DataFrame:
+def _source_json(table: InputTable, source_cols: list[str]) -> Column:
+    """The original row, with its source column names, as JSON (from the ``_raw_`` contract
+    columns and the ``_src_`` others)."""
+    return F.to_json(F.struct(*[
+        F.col(f"_raw_{c}" if c in table.columns else f"_src_{c}").alias(c)
+        for c in source_cols]))
+
+
+def _settle_duplicates(candidates: DataFrame, table: InputTable,
+                       json: Column | None = None) -> DataFrame:
     """Final reasons of the rows whose key occurs more than once.
 
     Among the rows with one key, the rows that are still accepted come first, then they are
     ordered by their source values (so the choice is deterministic); every accepted row
     after the first is a duplicate of an accepted row (``duplicate_event``). The window is
     partitioned by the key hash and the key (grouping treats nulls as equal, as the key
-    comparison does); only these candidate rows are shuffled.
+    comparison does); only these candidate rows are shuffled. ``json``: the JSON of a row
+    when it is built here (from source columns); by default the ``ROW_JSON`` column.
     """
-    order_cols = [c for c in candidates.columns if c.startswith(ORDER_PREFIX)]
+    order_by = [F.col(c) for c in candidates.columns if c.startswith(ORDER_PREFIX)]
+    if json is None:
+        json = F.col(ROW_JSON)
+    else:  # the source columns themselves (small tables)
+        order_by = [F.col(f"_raw_{c}") for c in table.columns
+                    if _sortable(candidates.schema, f"_raw_{c}")]
     window = Window.partitionBy(KEY_HASH, *table.key).orderBy(
-        F.col(REASON).isNotNull(), *[F.col(c).asc_nulls_first() for c in order_cols])
+        F.col(REASON).isNotNull(), *[c.asc_nulls_first() for c in order_by])
     key = F.struct(*[F.col(c) for c in table.key])
     duplicate = F.lag(key, 1).over(window).eqNullSafe(key)
     final = F.coalesce(F.col(REASON), F.when(duplicate, F.lit("duplicate_event")))
-    with_reason = candidates.select(*table.columns, F.col(ROW_JSON), final.alias(REASON))
+    with_reason = candidates.select(*table.columns, json.alias(ROW_JSON), final.alias(REASON))
     return with_reason.select(
         *table.columns, F.col(REASON),
         F.when(F.col(REASON).isNotNull(), F.col(ROW_JSON)).alias(ROW_JSON))
@@ -521,9 +536,10 @@ def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig,
     for name, table in INPUT_TABLES.items():
         if _is_small(raw[name], small_table_bytes):
             obs, aggs = _observations(name)
+            json = _source_json(table, check_schema(table, raw[name]).columns)
             df = _settle_duplicates(
                 _classify(raw[name], table, cfg, known, broadcast_known, repeated=None,
-                          every_row=True), table).observe(obs, *aggs)
+                          every_row=True), table, json).observe(obs, *aggs)
             classified[name] = materialize(df, f"validated_{name}")
             observed = [obs.get]
         else:
