@@ -560,8 +560,10 @@ def _account_base(spark: SparkSession, plan: _Plan) -> DataFrame:
     for k in range(plan.max_held):
         out = None
         for i, name in enumerate(plan.lines):
-            before = sum((held_c[j].cast("int") for j in range(i)), F.lit(0))
-            cond = held_c[i] & (before == k)
+            # lines held before line i; none before the first (a literal 0 == k would be a
+            # trivially true predicate, which Spark warns about)
+            before = sum((held_c[j].cast("int") for j in range(1, i)), held_c[0].cast("int"))
+            cond = held_c[i] & ((before == k) if i else F.lit(k == 0))
             out = F.when(cond, F.lit(name)) if out is None else out.when(cond, F.lit(name))
         line_at.append(out.alias(f"line_at{k}"))
     first_line = None
