@@ -175,7 +175,8 @@ class PerformanceConfig:
         partition_mb: target in-memory size of one shuffle partition, in MB.
         broadcast_accounts: the accepted account ids are sent to every task (a broadcast
             join, no shuffle of the event rows) up to this many accounts; above it the
-            orphan check joins by shuffling.
+            orphan check joins by shuffling. The same bound applies to the hashes of
+            repeated keys that validation marks in a larger table.
     """
 
     shuffle_partitions: int = 0

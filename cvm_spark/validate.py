@@ -391,14 +391,13 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
                              and c != REASON],
                            F.coalesce(F.col(REASON), F.when(orphan, F.lit("orphan_account")))
                            .alias(REASON))
-    original = _source_json(table, source_cols)
-    order = [c for c in table.columns if _sortable(raw.schema, c)]
     if every_row:
         # settled in the same job: the source values travel as they are (the window orders
         # by them) and become JSON only for the rows that end up rejected
         return rows.select(*table.columns, F.col(REASON), _key_hash(table).alias(KEY_HASH),
                            *[F.col(f"_raw_{c}") for c in table.columns],
                            *[F.col(f"_src_{c}") for c in extra])
+    original = _source_json(table, source_cols)
     if repeated is None:
         return rows.select(*table.columns, F.col(REASON),
                            F.when(F.col(REASON).isNotNull(), original).alias(ROW_JSON))
@@ -406,6 +405,7 @@ def _classify(raw: DataFrame, table: InputTable, cfg: CvmConfig,
     rows = rows.select("*", _key_hash(table).alias(KEY_HASH)).join(
         F.broadcast(marks) if broadcast_repeated else marks, on=KEY_HASH, how="left")
     candidate = F.col(REPEATED).isNotNull()
+    order = [c for c in table.columns if _sortable(raw.schema, c)]
     return rows.select(
         *table.columns,
         F.col(REASON),
