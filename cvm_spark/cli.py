@@ -169,7 +169,7 @@ def _submit(args: argparse.Namespace, spark_args: list[str], job_args: list[str]
     import shlex
     import subprocess
 
-    from cvm_spark.submit import PackagingError, build_dist, find_dist, spark_submit_command
+    from cvm_spark.serve.submit import PackagingError, build_dist, find_dist, spark_submit_command
 
     leading = [a for a in job_args[:1] if a in ("-v", "--verbose")]
     rest = job_args[len(leading):]
@@ -203,7 +203,8 @@ def _submit(args: argparse.Namespace, spark_args: list[str], job_args: list[str]
         deploy_mode=args.deploy_mode, packages=args.packages,
         extra_py_files=[f for f in args.py_files.split(",") if f],
         extra_files=[f for f in args.files.split(",") if f], spark_submit_args=spark_args,
-        spark_submit=args.spark_submit, app_name=f"cvm-{rest[0]}")
+        spark_submit=args.spark_submit, app_name=f"cvm-{rest[0]}",
+        with_generator=rest[0] == "generate" or bool(getattr(job, "generate", False)))
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
@@ -213,7 +214,7 @@ def _submit(args: argparse.Namespace, spark_args: list[str], job_args: list[str]
 
 def _package(args: argparse.Namespace) -> int:
     """``cvm package``: write the distribution folder and list it."""
-    from cvm_spark.submit import PackagingError, build_dist
+    from cvm_spark.serve.submit import PackagingError, build_dist
 
     try:
         dist = build_dist(args.dist, args.config)
@@ -222,7 +223,8 @@ def _package(args: argparse.Namespace) -> int:
         return 2
     print(f"packaged into {dist.root}:")
     for label, path in (("--py-files", dist.zip_path), ("job", dist.job_path),
-                        ("--files", dist.config_path), ("driver deps", dist.requirements_path)):
+                        ("--files", dist.config_path), ("driver deps", dist.requirements_path),
+                        ("generator", dist.generator_zip)):
         print(f"  {label:<12}{path}")
     return 0
 
@@ -251,7 +253,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
              extra: dict[str, str] | None = None):
-    from cvm_spark.session import build_spark
+    from cvm_spark.common.session import build_spark
 
     master = args.master
     if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -261,7 +263,7 @@ def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
 
 def _profile(spark, summary) -> str:
     """The per-stage profile of the run just made, from this application's event log."""
-    from cvm_spark.profiling import profile_log, render_profile
+    from cvm_spark.pipeline.profiling import profile_log, render_profile
 
     log_dir = spark.conf.get("spark.eventLog.dir").removeprefix("file:")
     path = Path(log_dir) / spark.sparkContext.applicationId
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, _overrides(args))
         if args.command == "run":
-            from cvm_spark.privacy import run_key
+            from cvm_spark.storage.privacy import run_key
 
             key = run_key(cfg.privacy)  # a missing key fails here, before Spark starts
     except ConfigError as exc:
@@ -302,34 +304,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.command == "thrift" and args.print_driver_classpath:
-        from cvm_spark.thrift import print_driver_class_path
+        from cvm_spark.serve.thrift import print_driver_class_path
 
         print_driver_class_path()
         return 0
 
-    from cvm_spark.locking import SnapshotLockedError
-    from cvm_spark.privacy import WarehouseModeError
-    from cvm_spark.report import ReportError
-    from cvm_spark.validate import InputSchemaError
+    from cvm_spark.contract.validate import InputSchemaError
+    from cvm_spark.serve.report import ReportError
+    from cvm_spark.storage.locking import SnapshotLockedError
+    from cvm_spark.storage.privacy import WarehouseModeError
 
     start = time.monotonic()
     # the edge: the only place that reads the clock and asks git for the run log
     started_at = datetime.now(UTC)
     extra = None
     if args.command == "thrift":
-        from cvm_spark.thrift import thrift_conf
+        from cvm_spark.serve.thrift import thrift_conf
 
         extra = thrift_conf(args.host, args.port)
     profile_dir = getattr(args, "profile", None)
     if profile_dir:
-        from cvm_spark.profiling import profile_conf
+        from cvm_spark.pipeline.profiling import profile_conf
 
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
         extra = profile_conf(str(Path(profile_dir).resolve()))
     spark = _session(args, cfg, f"cvm-{args.command}", extra)
     try:
         if args.command == "thrift":
-            from cvm_spark.thrift import ThriftStartError, serve
+            from cvm_spark.serve.thrift import ThriftStartError, serve
 
             try:
                 serve(spark, cfg.output, args.host, args.port)
@@ -338,29 +340,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             return 0
         if args.command == "generate":
-            from cvm_spark.generate import generate_tables, write_tables
+            from cvm_generate import write_sample
 
-            tables = generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation)
-            paths = write_tables(tables, cfg.inputs.root, cfg.inputs.format)
+            paths = write_sample(spark, cfg)
             print(f"generated {cfg.generator.accounts:,} accounts x {cfg.generator.months} "
                   f"months ending {cfg.snapshot_month} in {time.monotonic() - start:.0f}s:")
             for name, path in paths.items():
                 print(f"  {name:<16}{path}")
             return 0
-        from cvm_spark.report import write_report
+        from cvm_spark.serve.report import write_report
 
         if args.command == "report":
             path = write_report(spark, cfg, args.report_out or None)
             print(f"report for {cfg.snapshot_month} written to {path} "
                   f"({time.monotonic() - start:.0f}s)")
             return 0
-        from cvm_spark.pipeline import run_snapshot
-        from cvm_spark.run_log import detect_code_version
+        from cvm_spark.pipeline.run_log import detect_code_version
+        from cvm_spark.pipeline.runner import run_snapshot
 
         if args.accounts is not None and not args.generate:
             print("cvm: --accounts only applies with --generate", file=sys.stderr)
             return 2
-        summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=args.generate,
+        generate = None
+        if args.generate:
+            from cvm_generate import write_sample as generate
+        summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=generate,
                                retrain=not args.reuse_models,
                                code_version=detect_code_version(), started_at=started_at,
                                break_lock=args.break_lock, pseudonym_key=key)

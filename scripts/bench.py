@@ -12,11 +12,11 @@ Python process's RSS and the driver JVM's VmHWM (read from /proc, Linux only).
 With references (the default; --no-references skips them) it then writes the accepted
 input rows to a Parquet copy in --work (not timed) and times, on that same copy:
 
-* window features: cvm_spark.features.compute_features vs DuckDB SQL computing the same
+* window features: cvm_spark.features.windows.compute_features vs DuckDB SQL computing the same
   columns (same thread count as Spark's cores), compared on a seeded sample of accounts;
 * future value: fit_future_value (Spark KMeans + per-cluster LinearRegression) vs
   scikit-learn on the same training matrix;
-* lifetime value: cvm_spark.clv.fit_and_score vs lifetimes' BG/NBD and Gamma-Gamma on the
+* lifetime value: cvm_spark.models.clv.fit_and_score vs lifetimes' BG/NBD and Gamma-Gamma on the
   same BTYD summary (capped by --reference-timeout).
 
 Ratios are ours / reference (below 1: we are faster). Results go to --out as JSON and a
@@ -45,16 +45,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cvm_generate import generate_tables, write_tables  # noqa: E402
+from cvm_spark.common.session import SPARK_LOG_ENV, build_spark  # noqa: E402
 from cvm_spark.config import load_config  # noqa: E402
-from cvm_spark.generate import generate_tables, write_tables  # noqa: E402
-from cvm_spark.pipeline import run_snapshot  # noqa: E402
-from cvm_spark.profiling import (  # noqa: E402
+from cvm_spark.pipeline.profiling import (  # noqa: E402
     large_task_binaries,
     profile_conf,
     profile_log,
     render_profile,
 )
-from cvm_spark.session import SPARK_LOG_ENV, build_spark  # noqa: E402
+from cvm_spark.pipeline.runner import run_snapshot  # noqa: E402
 
 REFERENCE_SCRIPT = ROOT / "scripts" / "bench_reference.py"
 INPUTS = ("accounts", "transactions", "monthly_product")
@@ -224,7 +224,7 @@ def run_child(argv: list[str], json_path: Path, timeout: float, threads: int,
 
 def export_inputs(spark: Any, cfg: Any, folder: Path) -> dict[str, int]:
     """Write the accepted rows of the feature inputs to Parquet (the references' copy)."""
-    from cvm_spark.validate import read_inputs, validate_inputs
+    from cvm_spark.contract.validate import read_inputs, validate_inputs
 
     validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
     key = "spark.sql.parquet.outputTimestampType"
@@ -246,7 +246,7 @@ def read_copy(spark: Any, folder: Path) -> dict[str, Any]:
 def features_reference(spark: Any, cfg: Any, args: argparse.Namespace, ref: Path,
                        cores: int, input_rows: int) -> dict[str, Any]:
     """Our window features vs DuckDB on the Parquet copy (both write Parquet)."""
-    from cvm_spark.features import compute_features
+    from cvm_spark.features.windows import compute_features
 
     ours_out, theirs_out = ref / "features_spark", ref / "features_duckdb.parquet"
     ours, theirs, last = [], [], {}
@@ -285,7 +285,7 @@ def features_reference(spark: Any, cfg: Any, args: argparse.Namespace, ref: Path
 def future_value_reference(spark: Any, cfg: Any, args: argparse.Namespace, ref: Path,
                            cores: int) -> dict[str, Any]:
     """fit_future_value vs scikit-learn on the same exported training matrix."""
-    from cvm_spark.future_value import build_training_set, fit_future_value, holdout_flag
+    from cvm_spark.models.future_value import build_training_set, fit_future_value, holdout_flag
 
     fv, matrix = cfg.future_value, ref / "fv_matrix"
     t = read_copy(spark, ref / "inputs")
@@ -349,8 +349,9 @@ def clv_reference(spark: Any, cfg: Any, args: argparse.Namespace, ref: Path,
     """fit_and_score (collapse, fit, score over every account) vs lifetimes."""
     from pyspark.sql import functions as F
 
-    from cvm_spark.clv import ClvFitError, fit_and_score
-    from cvm_spark.features import BTYD_COLUMNS
+    from cvm_spark.features.windows import BTYD_COLUMNS
+    from cvm_spark.models.btyd import ClvFitError
+    from cvm_spark.models.clv import fit_and_score
 
     summary_dir = ref / "btyd_summary"
     spark.read.parquet(str(ref / "features_spark")).select("account_id", *BTYD_COLUMNS) \

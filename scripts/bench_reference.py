@@ -9,12 +9,12 @@ memory does not count as the driver's and a slow one can be stopped with a timeo
     python scripts/bench_reference.py lifetimes --config C --summary DIR --json OUT
 
 * ``features``: DuckDB SQL computing the window features of
-  :func:`cvm_spark.features.compute_features` (same columns, same definitions,
+  :func:`cvm_spark.features.windows.compute_features` (same columns, same definitions,
   docs/features.md) from the Parquet copy of the accepted input rows, written to Parquet;
   then :func:`compare_features` against our output on a seeded sample of accounts.
 * ``future-value``: scikit-learn StandardScaler + KMeans + one LinearRegression per cluster
   on the future-value training matrix (the steps of
-  :func:`cvm_spark.future_value.fit_future_value`).
+  :func:`cvm_spark.models.future_value.fit_future_value`).
 * ``lifetimes``: lifetimes' BetaGeoFitter and GammaGammaFitter fitted on the BTYD summary
   and scored over every row.
 
@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cvm_spark.common.months import add_months, month_end  # noqa: E402
 from cvm_spark.config import FeaturesConfig, load_config  # noqa: E402
-from cvm_spark.months import add_months, month_end  # noqa: E402
 
 INPUTS = ("accounts", "transactions", "monthly_product")
 
@@ -69,7 +69,7 @@ def parquet_source(path: str) -> str:
 
 def feature_sql(paths: dict[str, str], snapshot: date, cfg: FeaturesConfig,
                 product_lines: list[str]) -> str:
-    """DuckDB SQL for the features of :func:`cvm_spark.features.compute_features`.
+    """DuckDB SQL for the features of :func:`cvm_spark.features.windows.compute_features`.
 
     Same output columns in the same order, from the accepted rows of ``accounts``,
     ``transactions`` and ``monthly_product`` (``paths``: table -> Parquet file or folder).

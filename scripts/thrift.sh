@@ -102,7 +102,7 @@ fi
 
 SPARK_BIN=$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin"))')
 DELTA=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
-  'from cvm_spark.session import delta_maven_coordinates as c; print(c())')
+  'from cvm_spark.common.session import delta_maven_coordinates as c; print(c())')
 # Hive's per-session resources and operation logs and Spark's scratch space go to
 # java.io.tmpdir: keep them in the run directory (emptied on stop)
 mkdir -p "$RUN_DIR/tmp"

@@ -35,8 +35,8 @@ def session_logs(tmp_path_factory: pytest.TempPathFactory) -> SessionLogs:
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory, session_logs: SessionLogs):
-    from cvm_spark.profiling import profile_conf
-    from cvm_spark.session import SPARK_LOG_ENV, build_spark
+    from cvm_spark.common.session import SPARK_LOG_ENV, build_spark
+    from cvm_spark.pipeline.profiling import profile_conf
 
     os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYTHON", "python3"))
     # Spark's own log (cvm_spark/log4j2.properties) goes to the session's file
@@ -50,7 +50,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory, session_logs: SessionLogs):
             # (tests/test_budgets.py profiles the golden run from it)
             **profile_conf(str(session_logs.event_log_dir)),
             # unit tests on a handful of rows; pipeline runs size their shuffles from the
-            # inputs, as users' runs do (cvm_spark.session.sized_shuffles)
+            # inputs, as users' runs do (cvm_spark.common.session.sized_shuffles)
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
@@ -121,8 +121,8 @@ class LogLines(logging.Handler):
 def table_versions(output) -> dict[str, int]:
     """The newest committed Delta version of every output table in a local warehouse
     (-1: no table), read from the ``_delta_log`` folder listings."""
-    from cvm_spark.delta_io import table_path
-    from cvm_spark.tables import TABLE_DESCRIPTIONS
+    from cvm_spark.schemas.outputs import TABLE_DESCRIPTIONS
+    from cvm_spark.storage.delta import table_path
 
     versions = {}
     for table in TABLE_DESCRIPTIONS:
@@ -158,8 +158,9 @@ class SnapshotRuns:
 
     def run(self, month: str | None = None):
         """Run the snapshot (again) and return its RunSummary."""
-        from cvm_spark.pipeline import run_snapshot
-        from cvm_spark.run_log import CodeVersion
+        from cvm_generate import write_sample
+        from cvm_spark.pipeline.run_log import CodeVersion
+        from cvm_spark.pipeline.runner import run_snapshot
 
         month = month or self.cfg.snapshot_month
         if not self._generated and month != self.cfg.snapshot_month:
@@ -169,7 +170,7 @@ class SnapshotRuns:
 
         def run():
             return run_snapshot(self.spark, self.cfg.with_snapshot(month),
-                                generate=not self._generated,
+                                generate=None if self._generated else write_sample,
                                 code_version=CodeVersion(git_commit=self.CODE_COMMIT),
                                 started_at=started)
 
@@ -212,13 +213,14 @@ def golden_run(spark, base_config, session_logs, tmp_path_factory):
     Returns (cfg, summary, spark log lines written during the run)."""
     import golden
 
-    from cvm_spark.pipeline import run_snapshot
-    from cvm_spark.run_log import CodeVersion
+    from cvm_generate import write_sample
+    from cvm_spark.pipeline.run_log import CodeVersion
+    from cvm_spark.pipeline.runner import run_snapshot
 
     cfg = golden.golden_config(base_config, tmp_path_factory.mktemp("golden"))
     log = session_logs.spark_log
     start = log.stat().st_size if log.exists() else 0
-    summary = run_snapshot(spark, cfg, run_id=golden.RUN_ID, generate=True,
+    summary = run_snapshot(spark, cfg, run_id=golden.RUN_ID, generate=write_sample,
                            code_version=CodeVersion(git_commit="golden"))
     lines = []
     if log.exists():
@@ -240,3 +242,14 @@ def e2e_summary(e2e_runs):
     Tests that change the warehouse (re-runs, other snapshots) go through ``e2e_runs``; the
     BI tests work on a copy."""
     return e2e_runs.first()
+
+
+# Fixtures that run the whole pipeline: a test that uses one belongs to the e2e tier even
+# if its module forgot the marker, so `scripts/test.sh --fast` never starts a pipeline run.
+_PIPELINE_FIXTURES = frozenset({"e2e_runs", "e2e_summary", "golden_run"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -67,7 +67,7 @@ def inject(df, fault: str, marker: str | None = None):
 
 def patch_writer(pipeline_module, table: str, fault: str, marker: str | None = None) -> None:
     """Make the pipeline hand the writer a faulty DataFrame for ``table`` (the writer itself,
-    ``cvm_spark.delta_io.write_observed``, is unchanged)."""
+    ``cvm_spark.storage.delta.write_observed``, is unchanged)."""
     original = pipeline_module.write_observed
 
     def write_observed(df, name, *args, **kwargs):
@@ -92,10 +92,10 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
-    import cvm_spark.pipeline as pipeline
+    import cvm_spark.pipeline.runner as pipeline
+    from cvm_spark.common.session import build_spark
     from cvm_spark.config import load_config_dict
-    from cvm_spark.run_log import CodeVersion
-    from cvm_spark.session import build_spark
+    from cvm_spark.pipeline.run_log import CodeVersion
 
     cfg = load_config_dict(json.loads(Path(args.config).read_text()))
     spark = build_spark("cvm-crash-test", master=args.master, conf={

@@ -73,7 +73,7 @@ def _plain(value: Any) -> Any:
 
 def table_rows(spark: Any, cfg: Any, table: str) -> tuple[list[str], list[dict[str, Any]]]:
     """(schema lines, rows in canonical order) of the run's month of one output table."""
-    from cvm_spark.delta_io import table_path
+    from cvm_spark.storage.delta import table_path
 
     df = (spark.read.format("delta").load(table_path(cfg.output, table))
           .where(F.col("snapshot_month") == F.lit(cfg.snapshot)))

@@ -11,7 +11,7 @@ relations, query stages, reused exchanges and subqueries. It sees every executio
 that Delta and ``pyspark.ml`` start inside the JVM. The recorder reads it through py4j after the
 block (``SparkPlanGraph.makeDotFile``: one string per execution, parsed here), so recording
 costs nothing while the block runs. The plan *text* of the store (``physicalPlanDescription``)
-is not used: ``spark.sql.maxPlanStringLength`` (8k in cvm_spark.session) cuts it; the graph's
+is not used: ``spark.sql.maxPlanStringLength`` (8k in cvm_spark.common.session) cuts it; the graph's
 per-node strings are not cut.
 
 A JVM ``QueryExecutionListener`` would need a jar (or a py4j callback server) and only sees
@@ -707,7 +707,7 @@ def check_execution(execution: Execution, reduction: Reduction) -> list[Violatio
 
 
 def _site_key(call_site: str) -> str:
-    """``cvm_spark/tiers.py:30 (fit_abc)`` -> ``cvm_spark/tiers.py (fit_abc)``."""
+    """``cvm_spark/segments/tiers.py:30 (fit_abc)`` -> ``cvm_spark/segments/tiers.py (fit_abc)``."""
     return re.sub(r":\d+ ", " ", call_site, count=1)
 
 

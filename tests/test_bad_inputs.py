@@ -29,9 +29,7 @@ import pytest
 import yaml
 
 from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
-from cvm_spark.pipeline import run_snapshot
-from cvm_spark.schemas import INPUT_TABLES, MALFORMED_LINE, REASONS
-from cvm_spark.validate import (
+from cvm_spark.contract.validate import (
     InputDataError,
     InputProfile,
     InputSchemaError,
@@ -39,6 +37,8 @@ from cvm_spark.validate import (
     read_inputs,
     validate_inputs,
 )
+from cvm_spark.pipeline.runner import run_snapshot
+from cvm_spark.schemas.inputs import INPUT_TABLES, MALFORMED_LINE, REASONS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "cvm.yaml"

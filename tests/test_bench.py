@@ -42,8 +42,8 @@ def bench():
 @pytest.fixture(scope="module")
 def tiny(spark, base_config, tmp_path_factory, bench):
     """600 accounts x 15 months, generated, validated and copied to Parquet as the bench does."""
+    from cvm_generate import generate_tables, write_tables
     from cvm_spark.config import load_config_dict, to_dict
-    from cvm_spark.generate import generate_tables, write_tables
 
     root = tmp_path_factory.mktemp("bench")
     data = to_dict(base_config)
@@ -61,7 +61,7 @@ def tiny(spark, base_config, tmp_path_factory, bench):
 @pytest.fixture(scope="module")
 def features_pair(spark, tiny, ref, bench):
     """Our features and DuckDB's, both written to Parquet from the same copy."""
-    from cvm_spark.features import compute_features
+    from cvm_spark.features.windows import compute_features
 
     cfg, root = tiny
     t = bench.read_copy(spark, root / "inputs")
@@ -118,7 +118,7 @@ def test_feature_comparison_fails_on_a_difference(features_pair, ref, tmp_path):
 
 def test_lifetimes_runner_agrees_with_our_fit(spark, tiny, features_pair, ref):
     pytest.importorskip("lifetimes")
-    from cvm_spark.clv import fit_bgnbd
+    from cvm_spark.models.clv import fit_bgnbd
 
     cfg, _ = tiny
     ours, _ = features_pair
@@ -132,7 +132,7 @@ def test_lifetimes_runner_agrees_with_our_fit(spark, tiny, features_pair, ref):
 
 def test_sklearn_runner_on_the_training_matrix(spark, tiny, ref):
     pytest.importorskip("sklearn")
-    from cvm_spark.future_value import build_training_set, holdout_flag
+    from cvm_spark.models.future_value import build_training_set, holdout_flag
 
     cfg, root = tiny
     fv = cfg.future_value

@@ -20,7 +20,9 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType, StructType
 
-from cvm_spark.delta_io import (
+from cvm_spark.schemas.inputs import SNAPSHOT_MONTH
+from cvm_spark.schemas.outputs import TABLE_DESCRIPTIONS
+from cvm_spark.storage.delta import (
     latest_view_name,
     qualified_name,
     read_table,
@@ -28,8 +30,6 @@ from cvm_spark.delta_io import (
     table_path,
     write_snapshot,
 )
-from cvm_spark.schemas import SNAPSHOT_MONTH
-from cvm_spark.tables import TABLE_DESCRIPTIONS
 
 deltalake = pytest.importorskip("deltalake")
 duckdb = pytest.importorskip("duckdb")

@@ -1,7 +1,7 @@
 """Spark budgets of a pipeline run: counts that do not depend on the machine's speed.
 
 The golden run (3,000 generated accounts x 24 months, conftest.py ``golden_run``) is
-profiled from the test session's event log (cvm_spark/profiling.py) and must stay within:
+profiled from the test session's event log (cvm_spark/pipeline/profiling.py) and must stay within:
 
 * a number of Spark jobs and of tasks for the whole run (``MAX_JOBS``, ``MAX_TASKS``);
 * tasks per Spark stage that follow the data: a stage may not have more tasks than
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import golden
 import pytest
 
-from cvm_spark.profiling import large_task_binaries, profile_log, read_events
+from cvm_spark.pipeline.profiling import large_task_binaries, profile_log, read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,7 @@ def profiled(spark, golden_run, session_logs):
 
 
 def _table(profile) -> str:
-    from cvm_spark.profiling import render_profile
+    from cvm_spark.pipeline.profiling import render_profile
 
     return "\n" + render_profile(profile)
 

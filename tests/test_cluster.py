@@ -228,8 +228,8 @@ def pythons(cluster: Cluster) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def inputs(spark, base_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated bank and a config file pointing at it (written once)."""
+    from cvm_generate import generate_tables, write_tables
     from cvm_spark.config import load_config_dict, to_dict
-    from cvm_spark.generate import generate_tables, write_tables
 
     tmp = tmp_path_factory.mktemp("cluster-inputs")
     data = to_dict(base_config)
@@ -302,7 +302,7 @@ class Probe:
 def probe(request: pytest.FixtureRequest, cluster: Cluster, pythons: dict[str, Path]):
     """Submit tests/cluster_probe.py with the pipeline's options (through the same command
     builder as ``cvm submit``), then generate the sample while it runs."""
-    from cvm_spark.submit import build_dist, spark_submit_command
+    from cvm_spark.serve.submit import build_dist, spark_submit_command
 
     job = ROOT / "tests" / "cluster_probe.py"
     dist = build_dist(cluster.tmp / "dist-probe", ROOT / "conf" / "cvm.yaml")
@@ -320,7 +320,7 @@ def probe(request: pytest.FixtureRequest, cluster: Cluster, pythons: dict[str, P
 
 
 def test_executors_import_the_shipped_zip(cluster, probe):
-    from cvm_spark.submit import zip_name
+    from cvm_spark.serve.submit import zip_name
 
     out = _finish(probe.proc, probe.log, probe.deadline - time.monotonic(), "the probe app")
     line = next(x for x in out.splitlines() if x.startswith("PROBE "))
@@ -353,8 +353,8 @@ def test_cluster_run_matches_local_run(spark, cluster, pythons, inputs):
     from pyspark.testing import assertDataFrameEqual
 
     from cvm_spark.config import load_config
-    from cvm_spark.delta_io import table_path
-    from cvm_spark.pipeline import run_snapshot
+    from cvm_spark.pipeline.runner import run_snapshot
+    from cvm_spark.storage.delta import table_path
 
     wh_cluster, wh_local = cluster.tmp / "wh-cluster", cluster.tmp / "wh-local"
     cmd = ["bash", str(ROOT / "scripts" / "submit.sh"), "--dist", str(cluster.tmp / "dist"),

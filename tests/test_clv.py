@@ -15,20 +15,22 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from scipy.special import hyp2f1
 
-from cvm_spark.clv import (
+from cvm_spark.config import ClvConfig
+from cvm_spark.models.btyd import (
     BgNbdFit,
-    ClvConfig,
     ClvFitError,
     GammaGammaFit,
+    fit_bgnbd_counts,
+    fit_gamma_gamma_counts,
+    series_terms_table,
+)
+from cvm_spark.models.clv import (
     collapse_gamma_gamma,
     fit_and_score,
     fit_bgnbd,
-    fit_bgnbd_counts,
     fit_gamma_gamma,
-    fit_gamma_gamma_counts,
     hyp2f1_series,
     score_clv,
-    series_terms_table,
     simple_clv,
 )
 
@@ -336,7 +338,8 @@ def test_a_bfgs_stop_at_machine_precision_is_accepted_only_near_zero_gradient(st
                                                                                  accepted):
     from scipy.optimize import OptimizeResult
 
-    from cvm_spark.clv import ClvConfig, _accepted
+    from cvm_spark.config import ClvConfig
+    from cvm_spark.models.btyd import _accepted
 
     res = OptimizeResult(success=False, status=status, jac=np.array(jac),
                          message="Desired error not necessarily achieved due to precision loss.")
@@ -347,7 +350,7 @@ def test_a_bfgs_stop_at_machine_precision_is_accepted_only_near_zero_gradient(st
 
 
 def test_accept_gradient_is_validated():
-    from cvm_spark.clv import ClvConfig
+    from cvm_spark.config import ClvConfig
 
     with pytest.raises(ValueError, match="accept_gradient"):
         ClvConfig(tolerance=1e-7, accept_gradient=1e-9)

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark import locking
 from cvm_spark.config import OutputConfig
-from cvm_spark.locking import (
+from cvm_spark.storage import locking
+from cvm_spark.storage.locking import (
     LockHolder,
     SnapshotLockedError,
     current_holder,
@@ -123,7 +123,7 @@ def test_lock_of_another_host_is_refused_with_its_holder_and_the_override(output
 
 def test_break_lock_takes_over_a_lock_of_another_host(output, caplog):
     path = _plant(output, _foreign())
-    with (caplog.at_level(logging.WARNING, logger="cvm_spark.locking"),
+    with (caplog.at_level(logging.WARNING, logger="cvm_spark.storage.locking"),
           snapshot_lock(output, DEC, "run-b", break_lock=True) as me):
         assert LockHolder.from_json(path.read_bytes()) == me
     assert "taking over the lock of run other-run" in caplog.text and "--break-lock" in caplog.text
@@ -143,7 +143,7 @@ def test_unreadable_lock_is_refused_unless_broken(output, monkeypatch):
 
 def test_a_lock_taken_over_meanwhile_is_not_released_by_the_old_holder(output, caplog):
     path = Path(lock_path(output, DEC))
-    with (caplog.at_level(logging.WARNING, logger="cvm_spark.locking"),
+    with (caplog.at_level(logging.WARNING, logger="cvm_spark.storage.locking"),
           snapshot_lock(output, DEC, "run-a")):
         path.write_bytes(_foreign("run-b").to_json())   # as --break-lock elsewhere would
     assert LockHolder.from_json(path.read_bytes()).run_id == "run-b"
@@ -154,7 +154,7 @@ _HOLDER = """
 import sys, time
 from datetime import date
 from cvm_spark.config import OutputConfig
-from cvm_spark.locking import snapshot_lock
+from cvm_spark.storage.locking import snapshot_lock
 with snapshot_lock(OutputConfig(warehouse=sys.argv[1], database=sys.argv[2]),
                    date(2024, 12, 1), "killed-run"):
     print("locked", flush=True)
@@ -195,7 +195,7 @@ def test_lock_of_a_killed_run_is_stale_and_taken_over(output, caplog):
         # not reaped yet: a zombie is dead too
         assert holder_state(holder) == "dead"
         assert path.exists()
-        with (caplog.at_level(logging.WARNING, logger="cvm_spark.locking"),
+        with (caplog.at_level(logging.WARNING, logger="cvm_spark.storage.locking"),
               snapshot_lock(output, DEC, "next-run") as me):
             assert LockHolder.from_json(path.read_bytes()) == me
         assert "taking over the lock of run killed-run" in caplog.text
@@ -230,7 +230,7 @@ def test_takeover_in_progress_elsewhere_is_refused_and_a_dead_one_is_cleared(out
         pass
     assert path.exists() and guard.exists()
     guard.write_bytes(replace(dead, run_id="dead-breaker").to_json())   # died half-way
-    with (caplog.at_level(logging.WARNING, logger="cvm_spark.locking"),
+    with (caplog.at_level(logging.WARNING, logger="cvm_spark.storage.locking"),
           snapshot_lock(output, DEC, "run-b")):
         assert LockHolder.from_json(path.read_bytes()).run_id == "run-b"
     assert "take-over marker" in caplog.text and not guard.exists() and not path.exists()
@@ -249,7 +249,8 @@ class _NoSpark:
 
 
 def test_cli_exits_5_with_one_line_and_break_lock_takes_over(tmp_path, monkeypatch, capsys):
-    from cvm_spark import cli, pipeline
+    from cvm_spark import cli
+    from cvm_spark.pipeline import runner as pipeline
 
     wh = tmp_path / "wh"
     out = OutputConfig(warehouse=str(wh), database="cvm")
@@ -344,8 +345,8 @@ def test_write_is_retried_when_another_writer_creates_or_alters_the_table(spark,
         ProtocolChangedException,
     )
 
-    from cvm_spark import delta_io
-    from cvm_spark.delta_io import table_path, write_snapshot
+    from cvm_spark.storage import delta as delta_io
+    from cvm_spark.storage.delta import table_path, write_snapshot
 
     monkeypatch.setattr(delta_io, "RETRY_PAUSE_SECONDS", 0.0)
     real_create, real_write = delta_io._create_table, delta_io._write_once
@@ -359,7 +360,7 @@ def test_write_is_retried_when_another_writer_creates_or_alters_the_table(spark,
                                                "been changed by a concurrent update.")
 
     monkeypatch.setattr(delta_io, "_create_table", racing_create)
-    with caplog.at_level(logging.WARNING, logger="cvm_spark.delta_io"):
+    with caplog.at_level(logging.WARNING, logger="cvm_spark.storage.delta"):
         assert write_snapshot(_frame(spark, DEC, ["a", "b"]), "rfm", output, DEC) == 2
     assert calls == ["create"] and "retrying (attempt 2 of 4)" in caplog.text
     table = spark.read.format("delta").load(table_path(output, "rfm"))
@@ -394,7 +395,7 @@ def test_write_is_retried_when_another_writer_creates_or_alters_the_table(spark,
 def test_write_snapshot_waits_for_another_writer_of_the_table(spark, output):
     """write_snapshot takes the table's write guard: while another process (here: this test)
     holds it, the write does not start."""
-    from cvm_spark.delta_io import table_path, write_snapshot
+    from cvm_spark.storage.delta import table_path, write_snapshot
 
     done = threading.Event()
     errors = []
@@ -422,7 +423,7 @@ def test_create_when_the_table_appeared_meanwhile_uses_it(spark, output, monkeyp
     column, instead of failing."""
     from delta.tables import DeltaTable
 
-    from cvm_spark.delta_io import table_path, write_snapshot
+    from cvm_spark.storage.delta import table_path, write_snapshot
 
     write_snapshot(_frame(spark, NOV, ["x"]), "rfm", output, NOV)
     real, asked = DeltaTable.isDeltaTable, []
@@ -459,8 +460,8 @@ def conc_config(spark, base_config, tmp_path_factory) -> Path:
     ``cvm run`` with a warehouse that does not exist yet."""
     import yaml
 
+    from cvm_generate import generate_tables, write_tables
     from cvm_spark.config import load_config_dict, to_dict
-    from cvm_spark.generate import generate_tables, write_tables
 
     tmp = tmp_path_factory.mktemp("concurrency")
     data = to_dict(base_config)
@@ -503,6 +504,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.concurrency
 def test_runs_at_the_same_time_on_a_fresh_warehouse(spark, conc_config, tmp_path):
     """Two runs of 2024-12 and one of 2024-11 start together on a warehouse with no tables.
 
@@ -516,8 +518,8 @@ def test_runs_at_the_same_time_on_a_fresh_warehouse(spark, conc_config, tmp_path
     from pyspark.testing import assertDataFrameEqual
 
     from cvm_spark.config import load_config
-    from cvm_spark.delta_io import table_path
-    from cvm_spark.pipeline import run_snapshot
+    from cvm_spark.pipeline.runner import run_snapshot
+    from cvm_spark.storage.delta import table_path
 
     runs = {"conc-dec-a": "2024-12", "conc-dec-b": "2024-12", "conc-nov": "2024-11"}
     procs: dict[str, subprocess.Popen] = {}
@@ -605,7 +607,7 @@ def test_a_failed_create_waits_briefly_for_the_other_creators_commit(spark, monk
     still being written. The loser waits for the table (bounded), then uses it."""
     from delta.tables import DeltaTable
 
-    from cvm_spark import delta_io
+    from cvm_spark.storage import delta as delta_io
 
     monkeypatch.setattr(delta_io, "CREATE_POLL_SECONDS", 0.0)
     answers = iter([False, False, True])

@@ -55,6 +55,7 @@ from pyspark.testing import assertDataFrameEqual
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.crash,
     pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups"),
 ]
 
@@ -173,9 +174,9 @@ class CrashScenario:
 
     def __init__(self, spark, e2e_config, e2e_runs, tmp: Path) -> None:
         from cvm_spark.config import load_config_dict, to_dict
-        from cvm_spark.delta_io import table_path
-        from cvm_spark.locking import lock_path
-        from cvm_spark.pipeline import default_run_id
+        from cvm_spark.pipeline.runner import default_run_id
+        from cvm_spark.storage.delta import table_path
+        from cvm_spark.storage.locking import lock_path
 
         self.spark, self.tmp, self.e2e_runs = spark, tmp, e2e_runs
         e2e_runs.first()                           # 2024-12 in the e2e warehouse
@@ -288,8 +289,8 @@ class CrashScenario:
         """Run 2024-11 here (local[2]: no task retries) with the quarantine write failing."""
         from pyspark import cloudpickle
 
-        import cvm_spark.pipeline as pipeline
-        from cvm_spark.run_log import CodeVersion
+        import cvm_spark.pipeline.runner as pipeline
+        from cvm_spark.pipeline.run_log import CodeVersion
 
         cloudpickle.register_pickle_by_value(crash_driver)  # the workers cannot import it
         original = pipeline.write_observed
@@ -354,7 +355,7 @@ class CrashScenario:
 
     def assert_killed_at(self, step: str, seen: tuple[str, ...], unseen: tuple[str, ...]) -> None:
         """The killed driver's log shows the lines ``seen`` and none of ``unseen`` (stage
-        progress lines of ``cvm_spark.pipeline``): the kill came where it was meant to."""
+        progress lines of ``cvm_spark.pipeline.runner``): the kill came where it was meant to."""
         log = self.outcomes[step].log
         for line in seen:
             assert line in log, (step, line, log[-6000:])
@@ -363,7 +364,7 @@ class CrashScenario:
 
     def assert_stale_lock(self, step: str) -> None:
         """The killed run left the month's lock behind, naming its own (now dead) process."""
-        from cvm_spark.locking import LockHolder, holder_state
+        from cvm_spark.storage.locking import LockHolder, holder_state
 
         raw = self.locks[step]
         assert raw is not None, f"{step}: the killed run left no lock"
@@ -454,7 +455,7 @@ def test_kill_in_the_middle_of_a_model_stage_write(scenario):
 
 def test_a_killed_run_leaves_a_stale_lock_that_the_next_run_takes_over(scenario):
     """SIGKILL leaves the month's lock file (no cleanup runs); its pid is dead, so the next
-    run on this host takes it over by itself (cvm_spark.locking) and, when it completes,
+    run on this host takes it over by itself (cvm_spark.storage.locking) and, when it completes,
     removes it."""
     scenario.ensure("rerun")
     for killed, following in zip(KILLS, (*KILLS[1:], "rerun"), strict=True):
@@ -494,7 +495,7 @@ def test_earlier_month_after_later_month_leaves_both_correct(spark, scenario):
     """Out of order, in the e2e warehouse: 2024-11 ran after 2024-12. 2024-12 kept the very
     same data files (Delta never rewrites a file) and rows, and 2024-11 equals the in-order
     run (the crash warehouse's re-run, made with no 2024-12 in the warehouse)."""
-    from cvm_spark.delta_io import table_path
+    from cvm_spark.storage.delta import table_path
 
     scenario.ensure("rerun")
     reference = scenario.reference             # also: the e2e run of 2024-11 has ended

@@ -15,15 +15,9 @@ from datetime import date
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.credit import (
-    CreditConfig,
-    GradeCut,
-    ScoreBin,
-    Scorecard,
-    credit_grades,
-    monthly_credit_scores,
-)
-from cvm_spark.schemas import CREDIT
+from cvm_spark.config import CreditConfig, GradeCut, ScoreBin, Scorecard
+from cvm_spark.models.credit import credit_grades, monthly_credit_scores
+from cvm_spark.schemas.inputs import CREDIT
 
 SNAPSHOT = date(2024, 6, 1)
 CFG = CreditConfig()

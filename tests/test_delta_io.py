@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.delta_io import (
+from cvm_spark.storage.delta import (
     OutputSchemaError,
     latest_view_name,
     register_tables,

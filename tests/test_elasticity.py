@@ -11,8 +11,9 @@ from datetime import date
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.elasticity import ElasticityConfig, value_elasticity
-from cvm_spark.schemas import MARKETING, MONTHLY_PRODUCT
+from cvm_spark.config import ElasticityConfig
+from cvm_spark.models.elasticity import value_elasticity
+from cvm_spark.schemas.inputs import MARKETING, MONTHLY_PRODUCT
 
 SNAPSHOT = date(2024, 6, 1)
 PREV, CUR = date(2024, 2, 1), date(2024, 5, 1)  # one month inside each period

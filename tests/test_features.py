@@ -12,8 +12,8 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from cvm_spark.config import FeaturesConfig
-from cvm_spark.features import compute_features, transaction_features
-from cvm_spark.schemas import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
+from cvm_spark.features.windows import compute_features, transaction_features
+from cvm_spark.schemas.inputs import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
 
 SNAPSHOT = date(2024, 6, 1)
 CFG = FeaturesConfig(windows_months=[1, 3], trend_months=3, volatility_months=3,

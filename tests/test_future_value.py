@@ -1,4 +1,4 @@
-"""Future value (cvm_spark/future_value.py): KMeans + one regression per cluster.
+"""Future value (cvm_spark/models/future_value.py): KMeans + one regression per cluster.
 
 The model tests use one generated bank: 1,500 accounts x 15 months ending December 2024
 (generator seed 7, no bad rows, so the generated tables are used as they are). Training
@@ -16,10 +16,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.config import FeaturesConfig, GeneratorConfig, ValidationConfig
-from cvm_spark.features import compute_features
-from cvm_spark.future_value import (
-    FutureValueConfig,
+from cvm_generate import PLANTED_GROUP, generate_tables
+from cvm_spark.config import FeaturesConfig, FutureValueConfig, GeneratorConfig, ValidationConfig
+from cvm_spark.features.windows import compute_features
+from cvm_spark.models.future_value import (
     FutureValueModelNotFound,
     build_training_set,
     fit_future_value,
@@ -29,8 +29,7 @@ from cvm_spark.future_value import (
     save_future_value,
     score,
 )
-from cvm_spark.generate import PLANTED_GROUP, generate_tables
-from cvm_spark.schemas import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
+from cvm_spark.schemas.inputs import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
 
 SNAPSHOT = date(2024, 12, 1)
 SEED = 42

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.loyalty import (
-    LoyaltyBand,
-    LoyaltyConfig,
-    LoyaltyDimension,
-    LoyaltyIndicator,
-    entropy_weights,
-    loyalty_scores,
-)
+from cvm_spark.config import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
+from cvm_spark.models.loyalty import entropy_weights, loyalty_scores
 
 
 def test_entropy_weights_worked_by_hand(spark):
@@ -147,7 +141,8 @@ def test_bands_by_rank_on_20_accounts(spark):
     assert [m[:3] for m in metrics[2:]] == [("loyalty", "band_cut", "high"),
                                             ("loyalty", "band_cut", "fairly_high"),
                                             ("loyalty", "band_cut", "average")]
-    # scores are ranked rounded to 6 decimals (cvm_spark.cuts.rank_value), so the cuts are too
+    # scores are ranked rounded to 6 decimals (cvm_spark.common.cuts.rank_value), so the cuts
+    # are too
     assert [m[3] for m in metrics[2:]] == pytest.approx(
         [round(100 * 17 / 19, 6), round(100 * 7 / 19, 6), round(100 * 1 / 19, 6)], rel=1e-12)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark.delta_io import table_path
+from cvm_spark.storage.delta import table_path
 
 pytestmark = pytest.mark.e2e
 

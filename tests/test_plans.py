@@ -23,7 +23,7 @@ from plan_check import (
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from cvm_spark.delta_io import table_path
+from cvm_spark.storage.delta import table_path
 
 # --------------------------------------------------------------------------- the e2e run
 
@@ -37,11 +37,11 @@ def collect_bounds(cfg) -> dict[str, int]:
     (at 400 accounts they may reach it): ``file (function)`` -> most rows allowed."""
     return {
         # bucket sums of the ABC classes: one row per approximate-quantile bucket
-        "cvm_spark/tiers.py (fit_abc)": cfg.tiers.abc.points,
+        "cvm_spark/segments/tiers.py (fit_abc)": cfg.tiers.abc.points,
         # collapsed BG/NBD (frequency, recency, age) and Gamma-Gamma (frequency, monetary
         # bin) patterns; the code collects them with limit(max_collapsed_rows + 1) and
         # refuses more than max_collapsed_rows
-        "cvm_spark/clv.py (_collect_collapsed)": cfg.clv.max_collapsed_rows,
+        "cvm_spark/models/clv.py (_collect_collapsed)": cfg.clv.max_collapsed_rows,
     }
 
 
@@ -90,15 +90,15 @@ def test_the_recording_covers_the_whole_run(spark, recorded):
                    "delta_io", "pipeline"):
         assert f"cvm_spark/{module}.py" in sites, (module, sites)
     # the executions Delta starts inside a write carry the writer's site
-    assert any(_module(e.call_site) == "cvm_spark/delta_io.py"
+    assert any(_module(e.call_site) == "cvm_spark/storage/delta.py"
                and e.root_execution_id != e.execution_id for e in executions)
     # the ML fits: the plans of their inputs
     fits = {e.description for e in rec.executions if e.execution_id is None}
     assert {"input of KMeans.fit", "input of LinearRegression.fit", "input of PCA.fit"} <= fits
     # every collect found its execution, and the run collects what it should
     assert rec.collected and all(rec.collect_execution(c) for c in rec.collected)
-    assert {"cvm_spark/clv.py", "cvm_spark/future_value.py",
-            "cvm_spark/tiers.py", "cvm_spark/pipeline.py"} <= \
+    assert {"cvm_spark/models/clv.py", "cvm_spark/models/future_value.py",
+            "cvm_spark/segments/tiers.py", "cvm_spark/pipeline/runner.py"} <= \
         {_module(c.call_site) for c in rec.collected}
     # the model's driver-made DataFrames (metrics, manifest) are known as driver data
     assert any(s.startswith("Scan ExistingRDD[model#") for s in rec.local_scans)

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from cvm_spark.common.timing import no_stage
 from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
-from cvm_spark.delta_io import table_path
-from cvm_spark.locking import lock_dir
-from cvm_spark.pipeline import PIPELINE_TABLES
-from cvm_spark.privacy import (
+from cvm_spark.pipeline.runner import PIPELINE_TABLES
+from cvm_spark.storage.delta import table_path
+from cvm_spark.storage.locking import lock_dir
+from cvm_spark.storage.privacy import (
     ACCOUNT_KEY,
     KEY_ID_PROPERTY,
     PseudonymKey,
@@ -28,7 +29,6 @@ from cvm_spark.privacy import (
     pseudonymise,
     redact_plans,
 )
-from cvm_spark.timing import no_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "cvm.yaml"
@@ -175,7 +175,8 @@ def test_write_locations_take_plain_names_only(tmp_path):
 
 
 def test_cli_refuses_a_missing_key_before_spark_starts(monkeypatch, capsys):
-    from cvm_spark import cli, session
+    from cvm_spark import cli
+    from cvm_spark.common import session
 
     def no_spark(*_args, **_kwargs):
         raise AssertionError("Spark must not start without the key")
@@ -266,7 +267,7 @@ def test_quarantine_rows_keep_only_contract_columns_with_keyed_ids(spark):
 
 
 def test_report_migration_joins_on_the_key(spark):
-    from cvm_spark.report import NEW_ACCOUNT, tier_migration
+    from cvm_spark.serve.report import NEW_ACCOUNT, tier_migration
 
     schema = "account_key string, tier string"
     prev = spark.createDataFrame([("k1", "gold"), ("k2", "copper")], schema)
@@ -277,7 +278,7 @@ def test_report_migration_joins_on_the_key(spark):
 
 
 def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp_path):
-    from cvm_spark.delta_io import create_database
+    from cvm_spark.storage.delta import create_database
 
     output = replace(base_config.output, warehouse=str(tmp_path / "wh"), database="cvm_priv_db")
     create_database(spark, output)
@@ -297,10 +298,10 @@ def _stand_in_model(spark, cfg, accepted, facts, rfm_cuts, run_id, model_root, m
     """A cheap stand-in for the model steps (minutes of fits on two cores): frames of the
     model tables' shape built from the real features and RFM, so the pipeline writes all
     eight tables through the same ``_write`` and the report has its tables."""
-    from cvm_spark.facts import features_of
-    from cvm_spark.model import ModelOutputs, metrics_frame
-    from cvm_spark.rfm import score_rfm
-    from cvm_spark.schemas import ACCOUNT_ID, SNAPSHOT_MONTH
+    from cvm_spark.features.rfm import score_rfm
+    from cvm_spark.pipeline.facts import features_of
+    from cvm_spark.pipeline.scoring import ModelOutputs, metrics_frame
+    from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 
     features = features_of(facts, cfg)
     rfm = score_rfm(features, cfg.rfm, rfm_cuts)
@@ -327,9 +328,9 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     every cvm_spark log line, the printed summary and the HTML report."""
     from conftest import LogLines
 
-    from cvm_spark import model
-    from cvm_spark.pipeline import run_snapshot
-    from cvm_spark.report import write_report
+    from cvm_spark.pipeline.runner import run_snapshot
+    from cvm_spark.pipeline.runner import scoring as model
+    from cvm_spark.serve.report import write_report
 
     root = tmp_path_factory.mktemp("privacy")
     data = to_dict(e2e_config)
@@ -426,7 +427,7 @@ def test_switching_a_raw_warehouse_is_refused_before_any_write(spark, e2e_config
                                                                monkeypatch):
     from delta.tables import DeltaTable
 
-    from cvm_spark.pipeline import run_snapshot
+    from cvm_spark.pipeline.runner import run_snapshot
 
     versions = {t: DeltaTable.forPath(spark, table_path(e2e_config.output, t)).history(1)
                 .first().version for t in ("quarantine", "features")}

@@ -1,4 +1,5 @@
-"""The event-log profile (cvm_spark/profiling.py): hand-made events and a real event log."""
+"""The event-log profile (cvm_spark/pipeline/profiling.py): hand-made events and a real
+event log."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from cvm_spark.profiling import (
+from cvm_spark.pipeline.profiling import (
     UNTAGGED,
     large_task_binaries,
     profile_events,
@@ -86,7 +87,7 @@ def test_a_real_event_log_is_profiled_per_tag(tmp_path):
 
     script = textwrap.dedent(f"""
         from pyspark.sql import SparkSession
-        from cvm_spark.profiling import profile_conf, tag_stage
+        from cvm_spark.pipeline.profiling import profile_conf, tag_stage
         b = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
         for k, v in profile_conf({str(tmp_path)!r}).items():
             b = b.config(k, v)

@@ -2,7 +2,7 @@
 
 The end-to-end tests use the shared warehouse of conftest.py (``e2e_runs``): two consecutive
 snapshots, 2024-11 and 2024-12, of a small generated bank. Expected values are computed
-here with plain Spark joins and counts, independently of cvm_spark.report.
+here with plain Spark joins and counts, independently of cvm_spark.serve.report.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from cvm_spark import __version__
-from cvm_spark.delta_io import table_path
-from cvm_spark.pipeline import RunSummary, _stage
-from cvm_spark.report import (
+from cvm_spark.pipeline.run_log import CodeVersion, detect_code_version, write_run_log
+from cvm_spark.pipeline.runner import _stage
+from cvm_spark.pipeline.summary import RunSummary
+from cvm_spark.serve.report import (
     GONE_ACCOUNT,
     NEW_ACCOUNT,
     ReportData,
@@ -31,7 +32,7 @@ from cvm_spark.report import (
     render_html,
     write_report,
 )
-from cvm_spark.run_log import CodeVersion, detect_code_version, write_run_log
+from cvm_spark.storage.delta import table_path
 
 CURRENT, PREVIOUS = "2024-12", "2024-11"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -294,7 +295,7 @@ def test_cli_report_help(capsys):
 
 def test_stage_progress_line_has_counts_and_time(spark, caplog):
     summary = RunSummary(run_id="r", snapshot_month="2024-12")
-    with caplog.at_level(logging.INFO, logger="cvm_spark.pipeline"):
+    with caplog.at_level(logging.INFO, logger="cvm_spark.pipeline.runner"):
         with _stage(spark, summary, "validate"):
             summary.rows_read["accounts"] = 1200
             summary.rows_quarantined["accounts"] = {"null_key": 3, "accepted": 0}

@@ -7,7 +7,7 @@ from datetime import date
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.rfm import cut_points, score_rfm
+from cvm_spark.features.rfm import cut_points, score_rfm
 
 SCHEMA = ("snapshot_month date, account_id string, recency_days int, frequency_12m long, "
           "monetary_12m double, btyd_frequency double, btyd_recency double, btyd_t double, "

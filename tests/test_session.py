@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm_spark.config import OutputConfig
-from cvm_spark.session import (
+from cvm_spark.common.session import (
     LOG4J2_CONFIG,
     _java_options,
     cached_jars,
@@ -18,7 +17,8 @@ from cvm_spark.session import (
     shuffle_partitions_for,
     sized_shuffles,
 )
-from cvm_spark.workarea import WorkArea
+from cvm_spark.config import OutputConfig
+from cvm_spark.storage.workarea import WorkArea
 
 MB = 1024 * 1024
 

@@ -21,8 +21,8 @@ checks that
 
 Why these bounds: with ``SHUFFLE_PARTITIONS`` (8) partitions an even spread gives each task
 ~1/8 of a stage's records; a stage that funnels the hot account gives one task >= 95% of
-them (measured before the fix in cvm_spark/validate.py: the duplicate window was partitioned
-by account, so its single task read 98% of 306,847 rows, and the features aggregations,
+them (measured before the fix in cvm_spark/contract/validate.py: the duplicate window was
+partitioned by account, so its single task read 98% of 306,847 rows, and the features aggregations,
 co-partitioned with that window, ran the hot account in that partition too). Per-account
 aggregates over transactions do not funnel: the partial aggregate before each exchange
 collapses the hot account's rows to one row per day (or per counterparty) and map task.
@@ -43,7 +43,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark.delta_io import table_path
+from cvm_spark.storage.delta import table_path
 
 pytestmark = pytest.mark.e2e
 
@@ -124,11 +124,11 @@ class StageReader:
 def skew_run(spark, base_config, tmp_path_factory):
     """The generated bank with its hot account, the full pipeline run on it, and the stage
     reads of the run: (cfg, hot account id, RunSummary, StageReader)."""
+    from cvm_generate import generate_tables, write_tables
     from cvm_spark.config import load_config_dict, to_dict
-    from cvm_spark.generate import generate_tables, write_tables
-    from cvm_spark.pipeline import run_snapshot
-    from cvm_spark.run_log import CodeVersion
-    from cvm_spark.schemas import TRANSACTIONS
+    from cvm_spark.pipeline.run_log import CodeVersion
+    from cvm_spark.pipeline.runner import run_snapshot
+    from cvm_spark.schemas.inputs import TRANSACTIONS
 
     root = tmp_path_factory.mktemp("skew")
     data = to_dict(base_config)

@@ -12,8 +12,8 @@ import pytest
 
 from cvm_spark import __version__
 from cvm_spark.cli import build_parser, main
-from cvm_spark.session import delta_maven_coordinates
-from cvm_spark.submit import build_dist, find_dist, spark_submit_command, write_package_zip
+from cvm_spark.common.session import delta_maven_coordinates
+from cvm_spark.serve.submit import build_dist, find_dist, spark_submit_command, write_package_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "conf" / "cvm.yaml"
@@ -23,9 +23,12 @@ def test_zip_holds_the_package_sources_and_is_reproducible(tmp_path):
     first = write_package_zip(tmp_path / "a.zip", ROOT / "cvm_spark")
     second = write_package_zip(tmp_path / "b.zip", ROOT / "cvm_spark")
     names = zipfile.ZipFile(first).namelist()
-    expected = sorted(f"cvm_spark/{p.name}" for p in (ROOT / "cvm_spark").glob("*.py"))
+    expected = sorted(f"cvm_spark/{p.relative_to(ROOT / 'cvm_spark').as_posix()}"
+                      for p in (ROOT / "cvm_spark").rglob("*.py") if "__pycache__" not in p.parts)
     assert names == expected
-    assert "cvm_spark/submit.py" in names and "cvm_spark/__init__.py" in names
+    assert "cvm_spark/serve/submit.py" in names and "cvm_spark/__init__.py" in names
+    # the synthetic data generator is not part of the job's zip
+    assert not any("generate" in n for n in names)
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -33,7 +36,10 @@ def test_build_dist_writes_what_the_cluster_needs(tmp_path):
     (tmp_path / "cvm_spark-0.0.1.zip").write_text("stale")
     dist = build_dist(tmp_path, CONFIG)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"cvm_spark-{__version__}.zip", "cvm_job.py", "cvm.yaml", "requirements-driver.txt"])
+        [f"cvm_spark-{__version__}.zip", f"cvm_generate-{__version__}.zip", "cvm_job.py",
+         "cvm.yaml", "requirements-driver.txt"])
+    assert sorted(zipfile.ZipFile(dist.generator_zip).namelist()) == [
+        "cvm_generate/__init__.py", "cvm_generate/bank.py"]
     assert dist.job_path.read_text() == (ROOT / "jobs" / "cvm_job.py").read_text()
     assert dist.config_path.read_text() == CONFIG.read_text()
     reqs = [r for r in dist.requirements_path.read_text().splitlines() if not r.startswith("#")]
@@ -75,6 +81,19 @@ def test_cvm_submit_dry_run(tmp_path, capsys):
     assert cmd[job - 2:job] == ["--executor-memory", "2g"]  # passed through after ours
     assert cmd[cmd.index("--name") + 1] == "cvm-run"
     assert (tmp_path / f"cvm_spark-{__version__}.zip").is_file()  # packaged first
+    # the scoring job ships its own zip only, not the generator's
+    assert cmd[cmd.index("--py-files") + 1] == str(tmp_path / f"cvm_spark-{__version__}.zip")
+
+
+@pytest.mark.parametrize("job", [["generate"], ["run", "--generate"]])
+def test_cvm_submit_ships_the_generator_for_generate_jobs(tmp_path, capsys, job):
+    rc = main(["submit", "--dry-run", "--dist", str(tmp_path), "--", *job,
+               "--config", str(CONFIG)])
+    assert rc == 0
+    cmd = shlex.split(capsys.readouterr().out)
+    assert cmd[cmd.index("--py-files") + 1].split(",") == [
+        str(tmp_path / f"cvm_spark-{__version__}.zip"),
+        str(tmp_path / f"cvm_generate-{__version__}.zip")]
 
 
 def test_cvm_submit_rejects_a_bad_job_config_before_submitting(tmp_path, capsys):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cvm_spark.delta_io import latest_view_name, qualified_name, write_snapshot
-from cvm_spark.thrift import driver_class_path
+from cvm_spark.serve.thrift import driver_class_path
+from cvm_spark.storage.delta import latest_view_name, qualified_name, write_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 NOV, DEC = date(2024, 11, 1), date(2024, 12, 1)

@@ -6,7 +6,7 @@ from datetime import date
 
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.tiers import assign_tiers, campaign_targets
+from cvm_spark.segments.tiers import assign_tiers, campaign_targets
 
 S = date(2024, 12, 1)
 COLS = ("snapshot_month date, account_id string, contribution_value double, "

@@ -8,8 +8,8 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark.schemas import INPUT_TABLES
-from cvm_spark.validate import InputSchemaError, validate_inputs
+from cvm_spark.contract.validate import InputSchemaError, validate_inputs
+from cvm_spark.schemas.inputs import INPUT_TABLES
 
 
 def _raw(spark, table, rows):

@@ -17,14 +17,14 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from cvm_spark.config import ValueConfig
-from cvm_spark.features import account_base
-from cvm_spark.schemas import ACCOUNTS, MONTHLY_PRODUCT, RELATIONS, TRANSACTIONS
-from cvm_spark.value import (
+from cvm_spark.features.windows import account_base
+from cvm_spark.models.value import (
     contribution_value,
     current_and_historical,
     influence_value,
     percentile_scale,
 )
+from cvm_spark.schemas.inputs import ACCOUNTS, MONTHLY_PRODUCT, RELATIONS, TRANSACTIONS
 
 S = date(2024, 12, 1)
 CFG = ValueConfig(current_months=3, decay=0.9, backfill_months=2)
@@ -194,7 +194,7 @@ def test_percentile_scale_of_a_column_without_finite_cut_points(spark):
 @pytest.mark.parametrize("decay", [0.9, 1.0, 0.5])
 def test_decay_sum_closed_form_equals_the_sum_of_weights(spark, decay):
     """``_decay_sum`` (closed form) equals q^(floor((m-1)/12)+1) summed month by month."""
-    from cvm_spark.value import _decay_sum
+    from cvm_spark.models.value import _decay_sum
 
     pairs = [(f, la) for f in (1, 2, 11, 12, 13, 25, 40) for la in (0, 1, 12, 13, 24, 37, 150)]
     df = spark.createDataFrame(pairs, "first int, last int")
@@ -208,7 +208,7 @@ def test_decay_sum_closed_form_equals_the_sum_of_weights(spark, decay):
 
 def test_cut_point_counts_below_and_at_or_below(spark):
     """``CutPoints`` counts equal bisect_left / bisect_right over the cuts (Spark's order)."""
-    from cvm_spark.cuts import CutPoints, bucketize
+    from cvm_spark.common.cuts import CutPoints, bucketize
 
     cuts = [-math.inf, -2.0, 0.0, 0.0, 0.0, 1.5, 7.0, 7.0, math.inf, math.nan]
     values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]
@@ -230,7 +230,7 @@ def test_cut_point_counts_below_and_at_or_below(spark):
 
 
 def test_mid_rank_is_the_mean_of_the_two_counts(spark):
-    from cvm_spark.cuts import CutPoints, bucketize
+    from cvm_spark.common.cuts import CutPoints, bucketize
 
     cuts = [-math.inf, -2.0, 0.0, 0.0, 0.0, 1.5, 7.0, 7.0, math.inf, math.nan]
     values = [None, -math.inf, -5.0, -2.0, -1.0, 0.0, 0.5, 1.5, 7.0, 8.0, math.inf, math.nan]

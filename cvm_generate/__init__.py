@@ -1,0 +1,20 @@
+"""cvm_generate: seeded synthetic bank data for cvm_spark (the six input tables of the data
+contract, with planted ground truth and every kind of bad row; docs/generator.md).
+
+It sits beside ``cvm_spark`` in the same distribution but outside the job's ``--py-files``
+zip: the scoring job never needs it. ``cvm generate`` and ``cvm run --generate`` reach it
+through ``cvm_spark.cli`` (the only module of ``cvm_spark`` that imports it), and
+``cvm submit`` ships it as a zip of its own for those two commands only. It imports from
+``cvm_spark`` only the config and the input schemas.
+"""
+
+from cvm_generate.bank import (
+    PLANTED_GROUP,
+    PLANTED_PATTERN,
+    generate_tables,
+    write_sample,
+    write_tables,
+)
+
+__all__ = ["PLANTED_GROUP", "PLANTED_PATTERN", "generate_tables", "write_sample",
+           "write_tables"]

@@ -1,0 +1,33 @@
+"""Errors and value checks shared by every config class, and month parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message names the key path."""
+
+
+def check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def parse_month(value: str) -> date:
+    """Parse ``YYYY-MM`` (or ``YYYY-MM-01``) into the first day of that month."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})(?:-01)?", str(value))
+    check(m is not None, f"expected a month as 'YYYY-MM', got {value!r}")
+    assert m is not None
+    year, month = int(m.group(1)), int(m.group(2))
+    check(1 <= month <= 12, f"month out of range in {value!r}")
+    return date(year, month, 1)
+
+
+def parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"expected a date as 'YYYY-MM-DD', got {value!r}") from None

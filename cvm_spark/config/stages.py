@@ -1,0 +1,285 @@
+"""Settings of the feature and segment stages: window features, RFM, value components
+and tiers (YAML sections ``features``, ``rfm``, ``value`` and ``tiers``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cvm_spark.config.checks import check
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Window features (spec section 2)."""
+
+    windows_months: list[int] = field(default_factory=lambda: [1, 3, 6, 12])
+    trend_months: int = 6
+    volatility_months: int = 12
+    active_months: int = 12
+    purchase_directions: list[str] = field(default_factory=lambda: ["debit"])
+
+    def __post_init__(self) -> None:
+        check(len(self.windows_months) > 0, "windows_months must not be empty")
+        check(len(self.purchase_directions) > 0, "purchase_directions must not be empty")
+        for i, w in enumerate(self.windows_months):
+            check(w >= 1, f"windows_months[{i}] must be >= 1 month, got {w}")
+            check(w <= 120, f"windows_months[{i}] must be <= 120 months, got {w}")
+        check(len(set(self.windows_months)) == len(self.windows_months),
+              f"windows_months has duplicates: {self.windows_months}")
+        check(2 <= self.trend_months <= 60, "trend_months must be in 2..60")
+        check(2 <= self.volatility_months <= 60, "volatility_months must be in 2..60")
+        check(1 <= self.active_months <= 62, "active_months must be in 1..62")
+
+    @property
+    def windows(self) -> list[int]:
+        return sorted(self.windows_months)
+
+    @property
+    def lookback_months(self) -> int:
+        """Months of monthly facts any feature looks at."""
+        return max([*self.windows_months, self.trend_months, self.volatility_months,
+                    self.active_months])
+
+
+@dataclass(frozen=True)
+class SegmentRule:
+    """A named RFM segment: inclusive score ranges ``[low, high]`` for R, F and M."""
+
+    name: str
+    r: list[int]
+    f: list[int]
+    m: list[int]
+
+    def __post_init__(self) -> None:
+        check(bool(self.name.strip()), "name must not be blank")
+        for key in ("r", "f", "m"):
+            rng = getattr(self, key)
+            check(len(rng) == 2 and rng[0] <= rng[1],
+                  f"{key} must be [low, high] with low <= high, got {rng}")
+
+    def matches(self, r: int, f: int, m: int) -> bool:
+        return (self.r[0] <= r <= self.r[1] and self.f[0] <= f <= self.f[1]
+                and self.m[0] <= m <= self.m[1])
+
+
+@dataclass(frozen=True)
+class RfmConfig:
+    """RFM scoring (spec section 3). Segments are tried in order; the first match wins."""
+
+    bins: int = 5
+    window_months: int = 12
+    relative_error: float = 0.001
+    segments: list[SegmentRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check(2 <= self.bins <= 9, f"bins must be in 2..9, got {self.bins}")
+        check(self.window_months >= 1, f"window_months must be >= 1, got {self.window_months}")
+        check(0 < self.relative_error < 0.1, "relative_error must be in (0, 0.1)")
+        check(len(self.segments) > 0, "segments must not be empty")
+        for i, rule in enumerate(self.segments):
+            for key in ("r", "f", "m"):
+                lo, hi = getattr(rule, key)
+                check(lo >= 1 and hi <= self.bins,
+                      f"segments[{i}].{key} {[lo, hi]} outside 1..{self.bins}")
+        n = self.bins
+        uncovered = [(r, f, m) for r in range(1, n + 1) for f in range(1, n + 1)
+                     for m in range(1, n + 1)
+                     if not any(rule.matches(r, f, m) for rule in self.segments)]
+        check(not uncovered, f"segments leave {len(uncovered)} score combination(s) "
+              f"without a segment, e.g. r,f,m = {uncovered[:3]}")
+
+
+def _weights_sum_to_one(weights: dict[str, float], name: str) -> None:
+    for key, w in weights.items():
+        check(0 <= w <= 1, f"{name}.{key} must be in 0..1, got {w}")
+    total = sum(weights.values())
+    check(abs(total - 1) < 1e-9, f"{name} must sum to 1, got {total:.6g}")
+
+
+@dataclass(frozen=True)
+class InfluenceWeights:
+    """w1, w2, w3 of influence value = w1*enterprise + w2*family + w3*radiation."""
+
+    enterprise: float = 0.4
+    family: float = 0.4
+    radiation: float = 0.2
+
+
+@dataclass(frozen=True)
+class ContributionWeights:
+    """Weights of the percentile-scaled components in contribution value."""
+
+    historical: float = 0.20
+    current: float = 0.55
+    influence: float = 0.05
+    future: float = 0.20
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    """Current, historical, influence and contribution value (spec section 4)."""
+
+    current_months: int = 12
+    decay: float = 0.9
+    backfill_months: int = 12
+    product_groups: dict[str, list[str]] = field(default_factory=lambda: {
+        "savings": ["demand_deposit", "time_deposit"], "loans": ["loan", "card"],
+        "wealth": ["wealth"], "other": ["fee_other"]})
+    radiation_min_transfers: int = 3
+    influence_weights: InfluenceWeights = field(default_factory=InfluenceWeights)
+    contribution_weights: ContributionWeights = field(default_factory=ContributionWeights)
+    percentile_points: int = 1000
+
+    def __post_init__(self) -> None:
+        check(1 <= self.current_months <= 120, "current_months must be in 1..120")
+        check(0 < self.decay <= 1, f"decay must be in (0, 1], got {self.decay}")
+        check(1 <= self.backfill_months <= 60, "backfill_months must be in 1..60")
+        check(len(self.product_groups) > 0, "product_groups must not be empty")
+        for group in self.product_groups:
+            check(re.fullmatch(r"[a-z][a-z0-9_]*", group) is not None,
+                  f"product_groups key {group!r} must be a lower-case identifier")
+        check(self.radiation_min_transfers >= 1, "radiation_min_transfers must be >= 1")
+        check(100 <= self.percentile_points <= 10000, "percentile_points must be in 100..10000")
+        _weights_sum_to_one(dataclasses.asdict(self.influence_weights), "influence_weights")
+        _weights_sum_to_one(dataclasses.asdict(self.contribution_weights),
+                            "contribution_weights")
+
+
+@dataclass(frozen=True)
+class AbcConfig:
+    """Pareto classes on contribution value: A up to a_share of the cumulative value."""
+
+    a_share: float = 0.80
+    b_share: float = 0.95
+    points: int = 1000
+
+    def __post_init__(self) -> None:
+        check(0 < self.a_share < self.b_share < 1,
+              f"a_share and b_share must satisfy 0 < a_share < b_share < 1, got "
+              f"{self.a_share}, {self.b_share}")
+        check(10 <= self.points <= 10000, "points must be in 10..10000")
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """Lifecycle stage rules, tried in the order of the stages below (docs/model.md)."""
+
+    dormant_months: int = 6
+    new_months: int = 6
+    churn_risk_days: int = 60
+    churn_risk_trend: float = -0.10
+    growing_trend: float = 0.05
+    fluctuating_volatility: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(self.dormant_months >= 1, "dormant_months must be >= 1")
+        check(self.new_months >= 1, "new_months must be >= 1")
+        check(self.churn_risk_days >= 1, "churn_risk_days must be >= 1")
+        check(self.churn_risk_trend < 0 < self.growing_trend,
+              "churn_risk_trend must be < 0 < growing_trend")
+        check(self.fluctuating_volatility > 0, "fluctuating_volatility must be > 0")
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """A value tier: conditions (empty list = any) and how the bank serves it."""
+
+    name: str
+    value_levels: list[str]
+    loyalty_bands: list[str]
+    credit_grades: list[str]
+    channel: str
+    service_level: str
+    label_en: str
+    label_zh: str
+
+
+@dataclass(frozen=True)
+class QuadrantConfig:
+    """Labels and strategies of a 2 x 2 matrix, keyed ``<row>_<column>``."""
+
+    labels: dict[str, str]
+    strategies: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CampaignCondition:
+    """``column op value``; ops: < <= > >= == != in not_in is_null not_null."""
+
+    column: str
+    op: str
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        ops = ("<", "<=", ">", ">=", "==", "!=", "in", "not_in", "is_null", "not_null")
+        check(self.op in ops, f"op must be one of {ops}, got {self.op!r}")
+        if self.op in ("in", "not_in"):
+            check(isinstance(self.value, list) and len(self.value) > 0,
+                  f"value must be a non-empty list for op {self.op}")
+        elif self.op not in ("is_null", "not_null"):
+            check(isinstance(self.value, (int, float, str)) and not isinstance(self.value, bool),
+                  f"value must be a number or string for op {self.op}")
+
+
+@dataclass(frozen=True)
+class CampaignRule:
+    """A campaign: accounts meeting every condition are targeted, with the reason."""
+
+    name: str
+    reason: str
+    conditions: list[CampaignCondition]
+
+    def __post_init__(self) -> None:
+        check(len(self.conditions) > 0, "conditions must not be empty")
+
+
+@dataclass(frozen=True)
+class TiersConfig:
+    """Classes, stages, tiers, matrices and campaigns (spec section 7)."""
+
+    high_value_pct: float = 80.0
+    medium_value_pct: float = 50.0
+    good_loyalty_bands: list[str] = field(default_factory=lambda: ["high", "fairly_high"])
+    good_credit_grades: list[str] = field(default_factory=lambda: ["A", "B"])
+    fair_credit_grades: list[str] = field(default_factory=lambda: ["C"])
+    risky_credit_grades: list[str] = field(default_factory=lambda: ["D", "E"])
+    no_credit_grade: str = "B"
+    credit_grade_column: str = "credit_grade_3m"
+    growth_trend: float = 0.0
+    abc: AbcConfig = field(default_factory=AbcConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    tiers: list[TierRule] = field(default_factory=list)
+    value_risk: QuadrantConfig | None = None
+    value_growth: QuadrantConfig | None = None
+    campaigns: list[CampaignRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check(0 < self.medium_value_pct < self.high_value_pct < 100,
+              "need 0 < medium_value_pct < high_value_pct < 100")
+        check(len(self.tiers) > 0, "tiers must not be empty")
+        last = self.tiers[-1]
+        check(not (last.value_levels or last.loyalty_bands or last.credit_grades),
+              f"tiers: the last tier ({last.name}) must have no conditions (it takes the rest)")
+        names = [t.name for t in self.tiers]
+        check(len(set(names)) == len(names), f"tiers has duplicate names: {names}")
+        for i, tier in enumerate(self.tiers):
+            for level in tier.value_levels:
+                check(level in ("high", "medium", "low"),
+                      f"tiers[{i}].value_levels: {level!r} is not high, medium or low")
+        for key in ("value_risk", "value_growth"):
+            quad = getattr(self, key)
+            check(quad is not None, f"{key} is required")
+            rows = ("high", "low")
+            cols = ("high_risk", "low_risk") if key == "value_risk" else ("high_growth",
+                                                                          "low_growth")
+            want = {f"{r}_value_{c}" for r in rows for c in cols}
+            for part in ("labels", "strategies"):
+                got = set(getattr(quad, part))
+                check(got == want, f"{key}.{part} must have exactly the keys {sorted(want)}, "
+                      f"got {sorted(got)}")
+        names = [c.name for c in self.campaigns]
+        check(len(set(names)) == len(names), f"campaigns has duplicate names: {names}")

@@ -1,0 +1,269 @@
+"""The value model stage of the pipeline (spec sections 4 to 7).
+
+Fits every model, then builds one per-account frame and derives every output table from it.
+Each model lives in its own module as a fit (a few aggregates or Spark ML fits, small
+numbers to the driver) and a scoring projection; this module only wires them together:
+
+1. **Fits** on the (materialised) features: RFM cut points (given by the pipeline),
+   loyalty (standardisation, PCA per dimension, entropy weights, band cuts), future value
+   (training set, KMeans, per-cluster regressions), BG/NBD + Gamma-Gamma.
+2. **One frame per account**: the features' columns the models read, with the scoring
+   projections of loyalty, future value, lifetime value and the RFM segment added as
+   columns (no join), then the four aggregates over other inputs joined on ``account_id``:
+   current and historical value, influence, credit grades, elasticity. It is materialised
+   once (:class:`cvm_spark.storage.workarea.WorkArea`): every later plan starts from its files.
+3. **Scales and tiers**: percentiles of the value components (one aggregate), the
+   contribution value, its percentile and the ABC cut points (one aggregate), the ABC
+   bucket sums (one aggregate), then tiers, stages and matrices as a projection, again
+   materialised once.
+4. **Outputs** are projections of that frame (value_scores, tiers), an explode of it
+   (campaign_targets) and an aggregate of it (tier_summary); their columns are declared
+   here (:func:`value_score_columns`, :data:`cvm_spark.segments.tiers.TIER_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cvm_spark.common.cuts import quantiles
+from cvm_spark.common.timing import StageTimer, no_stage
+from cvm_spark.config import CvmConfig
+from cvm_spark.features.rfm import RfmCuts, rfm_scores, rfm_segment
+from cvm_spark.features.windows import BTYD_COLUMNS
+from cvm_spark.models.btyd import ClvFitError
+from cvm_spark.models.clv import CLV_COLUMNS, ClvModel, add_clv, fit_clv, simple_clv_column
+from cvm_spark.models.credit import credit_grades
+from cvm_spark.models.elasticity import ELASTICITY_COLUMNS
+from cvm_spark.models.future_value import (
+    FUTURE_COLUMNS,
+    add_future_value,
+    fit_or_load_future_value,
+    training_from_facts,
+    training_partitions,
+)
+from cvm_spark.models.loyalty import add_loyalty, fit_loyalty, loyalty_columns
+from cvm_spark.models.value import (
+    PERCENTILE_ACCURACY,
+    contribution_value,
+    influence_value,
+    percentile_probabilities,
+    percentile_scale,
+    value_columns,
+)
+from cvm_spark.pipeline.facts import scored_base_of
+from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
+from cvm_spark.schemas.outputs import MetricRow
+from cvm_spark.segments.tiers import (
+    TIER_COLUMNS,
+    abc_accuracy,
+    abc_probabilities,
+    add_tiers,
+    campaign_targets,
+    fit_abc,
+    tier_summary,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS_SCHEMA = T.StructType([
+    T.StructField("model", T.StringType()), T.StructField("scope", T.StringType()),
+    T.StructField("metric", T.StringType()), T.StructField("value", T.DoubleType()),
+])
+CLV_MODEL_COLUMNS = ["expected_purchases", "prob_alive", "expected_avg_value", "clv_discounted"]
+SCALED = ["historical_value", "current_value", "influence_value", "future_value"]
+Materialize = Callable[[DataFrame, str], DataFrame]
+
+
+@dataclass
+class ModelOutputs:
+    """DataFrames of the model stage (projections of the run's work area: nothing cached)."""
+
+    value_scores: DataFrame
+    tiers: DataFrame
+    campaign_targets: DataFrame
+    tier_summary: DataFrame
+    model_metrics: DataFrame
+
+
+def metrics_frame(spark: SparkSession, rows: list[MetricRow], snapshot: date,
+                  run_id: str) -> DataFrame:
+    """The model_metrics rows of a run as a DataFrame."""
+    clean = [(str(m), str(s), str(k), None if v is None else float(v)) for m, s, k, v in rows]
+    return spark.createDataFrame(clean, METRICS_SCHEMA).select(
+        F.lit(snapshot).alias(SNAPSHOT_MONTH), F.lit(run_id).alias("run_id"),
+        "model", "scope", "metric", "value")
+
+
+def fit_lifetime_value(features: DataFrame, cfg: CvmConfig
+                       ) -> tuple[ClvModel | None, list[MetricRow]]:
+    """BG/NBD + Gamma-Gamma; a fit that cannot be used is reported, never used.
+
+    When a fit does not converge or gives unusable parameters, the run goes on: the model
+    columns are null for every account (:func:`add_lifetime_value` with None), the simple
+    CLV is still computed, the error is logged and ``("clv", "all", "usable", 0)`` goes to
+    model_metrics with the fit's own rows.
+    """
+    try:
+        model = fit_clv(features, cfg.clv)
+        return model, [*model.metrics, ("clv", "all", "usable", 1.0)]
+    except ClvFitError as exc:
+        log.error("lifetime value: the probabilistic model is not used: %s", exc)
+        return None, [*exc.metrics, ("clv", "all", "usable", 0.0)]
+
+
+def add_lifetime_value(df: DataFrame, model: ClvModel | None, cfg: CvmConfig) -> DataFrame:
+    """``df`` (with the BTYD columns) plus the CLV columns (model columns null without a
+    usable model)."""
+    if model is not None:
+        return add_clv(df, model.bg, model.gg, cfg.clv, pairs=model.pairs)
+    return df.select("*", simple_clv_column(cfg.clv).alias("clv_simple"),
+                     *[F.lit(None).cast("double").alias(c) for c in CLV_MODEL_COLUMNS])
+
+
+def value_score_columns(cfg: CvmConfig) -> list[str]:
+    """The value_scores table's columns, in order."""
+    groups = list(cfg.value.product_groups)
+    q, h, d = (cfg.credit.quarter_months, cfg.credit.half_year_months,
+               cfg.credit.delinquency_months)
+    return [
+        ACCOUNT_ID, SNAPSHOT_MONTH, "current_value", *[f"current_value_{g}" for g in groups],
+        "historical_value", "historical_observed", "historical_backfill", "a0_monthly_profit",
+        "backfill_months", "influence_enterprise", "influence_family", "influence_radiation",
+        "influence_value", *FUTURE_COLUMNS, "credit_score", "credit_grade",
+        f"credit_grade_{q}m", f"credit_grade_{h}m", f"max_dpd_{d}m", f"delinquent_months_{d}m",
+        *loyalty_columns(cfg.loyalty), "income_prev", "income_cur", "spend_prev", "spend_cur",
+        "elasticity", "return_on_spend", *CLV_COLUMNS, "elasticity_class",
+        *[f"{c}_pct" for c in [*SCALED, *[f"current_value_{g}" for g in groups]]],
+        "contribution_value", "contribution_value_pct",
+    ]
+
+
+def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, DataFrame],
+                    facts: DataFrame, rfm_cuts: RfmCuts, run_id: str,
+                    model_root: str, materialize: Materialize, accounts: int,
+                    k_data_start: int, retrain: bool = True,
+                    stage: StageTimer = no_stage) -> ModelOutputs:
+    """Compute every model output for ``cfg.snapshot``.
+
+    Args:
+        accepted: accepted input rows per table (credit and relations, and transactions for
+            the radiation sums, are read here).
+        facts: the snapshot's account facts (:mod:`cvm_spark.pipeline.facts`, materialised by the
+            caller): the features, values, elasticity and training set are projections.
+        rfm_cuts: the fitted RFM cut points (the segment is added to the model's frame).
+        run_id: recorded in model_metrics.
+        model_root: where fitted models are saved and loaded (versioned by snapshot).
+        materialize: writes a frame once and returns it read back
+            (:meth:`cvm_spark.storage.workarea.WorkArea.materialize`).
+        accounts: the number of accounts (rows of the features): sizes the training frame.
+        k_data_start: months back of the earliest accepted monthly fact (A0 back-fill).
+        retrain: fit the future-value models (else reuse the saved ones).
+        stage: wraps each step that runs Spark jobs (``model_base``, ``loyalty``,
+            ``future_value_training``, ``kmeans``, ``regression``, ``bgnbd``,
+            ``value_components``, ``tiers``); Spark is lazy, so each step is where its jobs
+            actually run. What is left (the outputs'
+            projections) runs in the writes.
+    """
+    snapshot = cfg.snapshot
+    tm, vm = cfg.features.trend_months, cfg.features.volatility_months
+    trend_col, vol_col = f"income_trend_{tm}m", f"income_volatility_{vm}m"
+    arpu_col = f"arpu_{max(cfg.features.windows_months)}m"
+
+    # 0. the per-account columns every model reads, written once: the fits pass over them
+    # several times, and derived in the same query as the scoring projections they would
+    # make one generated method of ~56 KB (the JVM's limit is 64 KB) and a 1.2 MB task binary
+    with stage("model_base"):
+        scored_base = materialize(scored_base_of(facts, cfg, k_data_start), "model_base")
+    features = scored_base
+
+    # 1. fits
+    with stage("loyalty"):
+        loyalty = fit_loyalty(features, cfg.loyalty)
+    training = training_from_facts(facts, snapshot, cfg.features,
+                                   cfg.validation.product_lines, cfg.future_value)
+    future = fit_or_load_future_value(
+        spark, training if retrain else None, snapshot, cfg.future_value, seed=cfg.run_seed,
+        model_root=model_root, retrain=retrain, stage=stage, materialize=materialize,
+        partitions=training_partitions(accounts))
+    with stage("bgnbd"):
+        clv, clv_metrics = fit_lifetime_value(features, cfg)
+
+    # 2. one frame per account: scoring projections, then the aggregates of other inputs
+    needed = [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
+              trend_col, vol_col, arpu_col, *cfg.loyalty.feature_columns,
+              *cfg.future_value.input_columns, cfg.future_value.baseline_column,
+              f"frequency_{cfg.rfm.window_months}m", f"monetary_{cfg.rfm.window_months}m",
+              *BTYD_COLUMNS]
+    base_columns = [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
+                    trend_col, vol_col, arpu_col]
+    own = [*value_columns(cfg.value), *ELASTICITY_COLUMNS]
+    frame = scored_base.select(*dict.fromkeys([*needed, *own]))
+    frame = add_loyalty(frame, loyalty)
+    frame = add_future_value(frame, future)
+    frame = add_lifetime_value(frame, clv, cfg)
+    # the scores first, in a projection of their own: the segment's rules each test them
+    scores = rfm_scores(rfm_cuts, cfg.rfm)
+    frame = frame.select("*", *[c.alias(f"_rfm_{name}") for name, c in scores.items()])
+    segment = rfm_segment(cfg.rfm, *[F.col(f"_rfm_{name}") for name in scores])
+    frame = frame.select(*base_columns, *own, *loyalty_columns(cfg.loyalty), *FUTURE_COLUMNS,
+                         *CLV_COLUMNS, segment.alias("segment"))
+
+    influence = influence_value(accepted["relations"], accepted["transactions"],
+                                scored_base.select(ACCOUNT_ID, "current_value"), snapshot,
+                                cfg.value)
+    credit = credit_grades(accepted["credit"], snapshot, cfg.credit)
+    undefined = cfg.elasticity.labels.undefined
+    joined = (frame.join(influence, on=ACCOUNT_ID, how="left")
+              .join(credit, on=ACCOUNT_ID, how="left"))
+    group_cols = [f"current_value_{g}" for g in cfg.value.product_groups]
+    value_cols = value_score_columns(cfg)
+    raw_value_cols = value_cols[:value_cols.index(f"{SCALED[0]}_pct")]
+    with stage("value_components"):
+        inputs = materialize(joined.select(
+            *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c == "elasticity_class"
+              else F.col(c) for c in dict.fromkeys([*base_columns, *raw_value_cols,
+                                                    "segment"])]), "model_inputs")
+        scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points)
+        # written once: the contribution's cut points and the tiers both read it, and the
+        # percentile projections of a dozen columns and the tier rules in one generated
+        # method outgrow the JVM's 64 KB limit (codegen then falls back to interpreting)
+        scored = materialize(
+            scaled.select("*", contribution_value(cfg.value).alias("contribution_value")),
+            "scored")
+        # the contribution's percentile and ABC cut points: one aggregate (the same
+        # expression when both use the same points, which Spark then computes once)
+        cuts = _contribution_cuts(scored, cfg)
+        scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points,
+                                  cuts={"contribution_value": cuts["pct"]})
+
+    with stage("tiers"):
+        abc = fit_abc(scores, "contribution_value", cfg.tiers, cuts=cuts["abc"])
+        assigned = materialize(
+            add_tiers(scores, cfg.tiers, trend_col, arpu_col, vol_col, abc,
+                      credit_grade_col=cfg.tiers.credit_grade_column), "scores")
+    metrics = metrics_frame(spark, future.metrics + loyalty.metrics + clv_metrics, snapshot,
+                            run_id)
+    return ModelOutputs(value_scores=assigned.select(*value_cols),
+                        tiers=assigned.select(*TIER_COLUMNS),
+                        campaign_targets=campaign_targets(assigned, cfg.tiers),
+                        tier_summary=tier_summary(assigned), model_metrics=metrics)
+
+
+def _contribution_cuts(scored: DataFrame, cfg: CvmConfig) -> dict[str, list[float]]:
+    """Cut points of the contribution value for its percentile and for the ABC classes."""
+    value: Column = F.col("contribution_value")
+    row = scored.agg(
+        quantiles(value, percentile_probabilities(cfg.value.percentile_points),
+                  PERCENTILE_ACCURACY).alias("pct"),
+        quantiles(value, abc_probabilities(cfg.tiers), abc_accuracy(cfg.tiers)).alias("abc"),
+    ).first()
+    assert row is not None
+    return {k: [float(x) for x in (row[k] or [])] for k in ("pct", "abc")}
+

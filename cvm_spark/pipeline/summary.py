@@ -1,0 +1,59 @@
+"""What one run read, rejected and wrote: :class:`RunSummary`, filled in by the runner,
+printed at the end of the job and turned into ``run_log`` rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunSummary:
+    """What one run read, rejected and wrote (printed at the end of the job)."""
+
+    run_id: str
+    snapshot_month: str
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+    segments: dict[str, int] = field(default_factory=dict)
+    tiers: dict[str, int] = field(default_factory=dict)
+    metrics: list[tuple[str, str, str, float]] = field(default_factory=list)
+    tables: dict[str, str] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    # "input:<table>" / "output:<table>" -> the stage that read or wrote it (for run_log)
+    table_stages: dict[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """A short human-readable summary."""
+        lines = [f"cvm_spark run {self.run_id} for snapshot {self.snapshot_month}", "",
+                 f"{'input table':<18}{'read':>12}{'quarantined':>14}"]
+        for name, read in self.rows_read.items():
+            bad = sum(self.rows_quarantined.get(name, {}).values())
+            lines.append(f"{name:<18}{read:>12,}{bad:>14,}")
+        reasons: dict[str, int] = {}
+        for per_table in self.rows_quarantined.values():
+            for reason, n in per_table.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        if reasons:
+            lines.append("quarantine reasons: " + ", ".join(
+                f"{r}={n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
+        lines += ["", f"accounts scored: {self.rows_written.get('rfm', 0):,}", "",
+                  f"{'segment':<22}{'accounts':>10}"]
+        total = sum(self.segments.values()) or 1
+        for name, n in sorted(self.segments.items(), key=lambda kv: -kv[1]):
+            lines.append(f"{name:<22}{n:>10,}  {100 * n / total:5.1f}%")
+        if self.tiers:
+            lines += ["", f"{'tier':<22}{'accounts':>10}"]
+            for name, n in sorted(self.tiers.items(), key=lambda kv: -kv[1]):
+                lines.append(f"{name:<22}{n:>10,}  {100 * n / total:5.1f}%")
+        if self.metrics:
+            lines += ["", "model metrics (all in model_metrics):"]
+            for model, scope, metric, value in sorted(self.metrics):
+                shown = "null" if value is None else f"{value:,.4g}"
+                lines.append(f"  {model:<13}{scope:<24}{metric:<16}{shown}")
+        lines += ["", "tables written (Delta, partitioned by snapshot_month):"]
+        for name, path in self.tables.items():
+            lines.append(f"  {name:<12}{self.rows_written.get(name, 0):>10,} rows  {path}")
+        lines += ["", "stage times: " + ", ".join(
+            f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())]
+        return "\n".join(lines)

@@ -1,0 +1,292 @@
+"""Classes, stages, tiers, matrices and campaign targets (spec section 7).
+
+All inputs are per-account score columns (value components and their 0..100 percentiles,
+loyalty band, credit grade, features). Rules and labels come from ``TiersConfig``; see
+docs/model.md for the decision tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cvm_spark.common.cuts import CutPoints, Search, bucketize, quantiles
+from cvm_spark.config import CampaignCondition, QuadrantConfig, TierRule, TiersConfig
+from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
+
+DAYS_PER_MONTH = 30
+
+
+@dataclass(frozen=True)
+class AbcFit:
+    """Where classes A and B start among the contribution cut points (:func:`fit_abc`)."""
+
+    cuts: CutPoints
+    a_start: int   # buckets >= a_start are A
+    b_start: int   # buckets >= b_start (and < a_start) are B
+
+
+def abc_bucket_column(abc_cuts: CutPoints, value: str, search: Search | None) -> Column:
+    """The number of cut points below the account's value (0 for a null value)."""
+    return F.coalesce(abc_cuts.below(F.col(value), search), F.lit(0))
+
+
+def _abc_starts(sums: dict[int, float], cfg: TiersConfig) -> tuple[int, int]:
+    """Bucket indices where classes A and B start, from the value summed per bucket.
+
+    Accumulated from the top: a bucket is A while the value above it is below ``a_share`` of
+    the total, so the bucket that crosses the line is A (Pareto: "the accounts making up the
+    top 80%").
+    """
+    points = cfg.abc.points
+    total = sum(v for v in sums.values() if v > 0)
+    if total <= 0:
+        return points + 1, points + 1          # nothing of value: every account is C
+    a_start = b_start = points + 1
+    above = 0.0
+    for bucket in sorted(sums, reverse=True):
+        if above / total < cfg.abc.a_share:
+            a_start = bucket
+        elif above / total < cfg.abc.b_share:
+            b_start = bucket
+        above += max(sums[bucket], 0.0)
+    return a_start, min(b_start, a_start)
+
+
+def abc_probabilities(cfg: TiersConfig) -> list[float]:
+    """The quantile levels of the ABC cut points (``abc.points - 1`` of them)."""
+    points = cfg.abc.points
+    return [i / points for i in range(1, points)]
+
+
+def abc_accuracy(cfg: TiersConfig) -> int:
+    return 10 * cfg.abc.points
+
+
+def fit_abc(df: DataFrame, value: str, cfg: TiersConfig,
+            cuts: list[float] | None = None) -> AbcFit:
+    """Pareto classes on ``value``: cut points, then the value summed per bucket (one
+    aggregate each; at most ``abc.points`` numbers reach the driver; no global sort).
+
+    Args:
+        cuts: the ``abc.points - 1`` approximate quantiles of ``value``
+            (:func:`abc_probabilities`, :func:`abc_accuracy`) when already computed in
+            another aggregate; computed here otherwise.
+    """
+    if cuts is None:
+        row = df.agg(quantiles(F.col(value), abc_probabilities(cfg),
+                               abc_accuracy(cfg)).alias("c")).first()
+        cuts = [float(x) for x in (row.c or [])] if row is not None else []
+    cut_points = CutPoints(cuts)
+    out, searches = bucketize(df, {value: cut_points})
+    bucket = abc_bucket_column(cut_points, value, searches.get(value))
+    sums = {int(r["b"]): float(r["s"] or 0.0)
+            for r in out.groupBy(bucket.alias("b")).agg(F.sum(value).alias("s")).collect()}
+    a_start, b_start = _abc_starts(sums, cfg)
+    return AbcFit(cut_points, a_start, b_start)
+
+
+def _in(col: str, values: list[str]) -> Column:
+    return F.lit(True) if not values else F.col(col).isin(values)
+
+
+def _rule_match(rule: TierRule) -> Column:
+    return (_in("value_level", rule.value_levels) & _in("loyalty_band", rule.loyalty_bands)
+            & _in("credit_grade_used", rule.credit_grades))
+
+
+def _why_not(rule: TierRule) -> Column:
+    def miss(col: str, values: list[str], what: str) -> Column:
+        return F.when(~_in(col, values), F.lit(f"{what} not in {'|'.join(values)}"))
+
+    return F.concat_ws(", ", miss("value_level", rule.value_levels, "value"),
+                       miss("loyalty_band", rule.loyalty_bands, "loyalty"),
+                       miss("credit_grade_used", rule.credit_grades, "credit"))
+
+
+def _pick(rules: list[TierRule], attr: str) -> Column:
+    return F.coalesce(*[F.when(F.col("tier") == r.name, F.lit(getattr(r, attr)))
+                        for r in rules])
+
+
+def _quadrant(key: Column, quad: QuadrantConfig, part: str) -> Column:
+    mapping = getattr(quad, part)
+    return F.coalesce(*[F.when(key == k, F.lit(v)) for k, v in mapping.items()])
+
+
+def lifecycle_stage(cfg: TiersConfig, trend_col: str, volatility_col: str) -> Column:
+    """Stage from closure, tenure, recency, relative income trend and volatility.
+
+    Order (first match): dormant, potential, new, churn_risk, fluctuating, growing, stable.
+    """
+    lc = cfg.lifecycle
+    recency = F.col("recency_days")
+    trend = F.col("relative_trend")
+    vol = F.col(volatility_col)
+    young = F.col("tenure_months") < lc.new_months
+    inactive = recency.isNull() | (recency > lc.dormant_months * DAYS_PER_MONTH)
+    return (F.when(F.col("is_closed") | (~young & inactive), F.lit("dormant"))
+            .when(recency.isNull(), F.lit("potential"))
+            .when(young, F.lit("new"))
+            .when((recency > lc.churn_risk_days) | (trend <= lc.churn_risk_trend),
+                  F.lit("churn_risk"))
+            .when(vol >= lc.fluctuating_volatility, F.lit("fluctuating"))
+            .when(trend >= lc.growing_trend, F.lit("growing"))
+            .otherwise(F.lit("stable")))
+
+
+TIER_COLUMNS = [
+    SNAPSHOT_MONTH, ACCOUNT_ID, "contribution_value", "contribution_value_pct", "abc_class",
+    "value_level", "lifecycle_stage", "tier", "tier_label_en", "tier_label_zh",
+    "contact_channel", "service_level", "tier_reason", "value_risk_quadrant",
+    "value_risk_label", "value_risk_strategy", "value_growth_quadrant", "value_growth_label",
+    "value_growth_strategy",
+]
+
+
+def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str,
+              volatility_col: str, abc: AbcFit, credit_grade_col: str = "credit_grade"
+              ) -> DataFrame:
+    """``scores`` plus the tiers table's columns (and ``credit_grade_used``,
+    ``relative_trend``): one projection with the fitted ABC buckets.
+
+    Args:
+        scores: one row per account with snapshot_month, account_id, contribution_value,
+            contribution_value_pct, current_value_pct, loyalty_band, ``credit_grade_col``,
+            tenure_months, recency_days, is_closed and the trend/ARPU/volatility columns.
+        trend_col, arpu_col, volatility_col: feature columns used for the relative income
+            trend (trend / ARPU, per month) and volatility.
+        abc: :func:`fit_abc` on ``scores``' contribution value.
+        credit_grade_col: the grade the tier rules read (``tiers.credit_grade_column``).
+    """
+    out, searches = bucketize(scores, {"contribution_value": abc.cuts})
+    bucket = abc_bucket_column(abc.cuts, "contribution_value", searches.get("contribution_value"))
+    df = out.select(*scores.columns, bucket.alias("_bucket"))
+    pct = F.col("contribution_value_pct")
+    base = df.select(
+        "*",
+        F.when(F.col("_bucket") >= abc.a_start, F.lit("A"))
+        .when(F.col("_bucket") >= abc.b_start, F.lit("B")).otherwise(F.lit("C"))
+        .alias("abc_class"),
+        F.when(pct >= cfg.high_value_pct, F.lit("high"))
+        .when(pct >= cfg.medium_value_pct, F.lit("medium")).otherwise(F.lit("low"))
+        .alias("value_level"),
+        F.coalesce(F.col(credit_grade_col), F.lit(cfg.no_credit_grade))
+        .alias("credit_grade_used"),
+        F.try_divide(F.col(trend_col), F.col(arpu_col)).alias("relative_trend"),
+    )
+    rules = cfg.tiers
+    tier = F.coalesce(*[F.when(_rule_match(r), F.lit(r.name)) for r in rules])
+    staged = base.select("*", tier.alias("tier"),
+                         lifecycle_stage(cfg, trend_col, volatility_col).alias("lifecycle_stage"))
+    facts = F.format_string("value %s (p%.1f), loyalty %s, credit %s", F.col("value_level"),
+                            pct, F.coalesce(F.col("loyalty_band"), F.lit("n/a")),
+                            F.col("credit_grade_used"))
+    below = F.coalesce(*[F.when(F.col("tier") == rules[i].name,
+                                F.concat(F.lit(f"; not {rules[i - 1].name}: "),
+                                         _why_not(rules[i - 1])))
+                         for i in range(1, len(rules))], F.lit(""))
+    risk_key = F.concat(F.when(F.col("value_level") == "high", F.lit("high"))
+                        .otherwise(F.lit("low")), F.lit("_value_"),
+                        F.when(F.col("credit_grade_used").isin(cfg.risky_credit_grades),
+                               F.lit("high_risk")).otherwise(F.lit("low_risk")))
+    growth_key = F.concat(F.when(F.col("current_value_pct") >= cfg.medium_value_pct,
+                                 F.lit("high")).otherwise(F.lit("low")), F.lit("_value_"),
+                          F.when(F.coalesce(F.col("relative_trend"), F.lit(0.0))
+                                 > cfg.growth_trend, F.lit("high_growth"))
+                          .otherwise(F.lit("low_growth")))
+    assert cfg.value_risk is not None and cfg.value_growth is not None
+    return staged.select(
+        *scores.columns, "abc_class", "value_level", "credit_grade_used", "relative_trend",
+        "lifecycle_stage", "tier",
+        _pick(rules, "label_en").alias("tier_label_en"),
+        _pick(rules, "label_zh").alias("tier_label_zh"),
+        _pick(rules, "channel").alias("contact_channel"),
+        _pick(rules, "service_level").alias("service_level"),
+        F.concat(facts, below).alias("tier_reason"),
+        risk_key.alias("value_risk_quadrant"),
+        _quadrant(risk_key, cfg.value_risk, "labels").alias("value_risk_label"),
+        _quadrant(risk_key, cfg.value_risk, "strategies").alias("value_risk_strategy"),
+        growth_key.alias("value_growth_quadrant"),
+        _quadrant(growth_key, cfg.value_growth, "labels").alias("value_growth_label"),
+        _quadrant(growth_key, cfg.value_growth, "strategies").alias("value_growth_strategy"),
+    )
+
+
+def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str,
+                 volatility_col: str) -> DataFrame:
+    """ABC class, value level, lifecycle stage, tier with channel/service/labels, matrices.
+
+    :func:`fit_abc` then :func:`add_tiers`; ``scores`` is read three times (cut points,
+    bucket sums, the tiers).
+
+    Returns:
+        The tiers table columns (:data:`TIER_COLUMNS`).
+    """
+    abc = fit_abc(scores, "contribution_value", cfg)
+    return add_tiers(scores, cfg, trend_col, arpu_col, volatility_col, abc).select(
+        *TIER_COLUMNS)
+
+
+def _condition(cond: CampaignCondition) -> Column:
+    c = F.col(cond.column)
+    ops = {
+        "<": lambda: c < cond.value, "<=": lambda: c <= cond.value,
+        ">": lambda: c > cond.value, ">=": lambda: c >= cond.value,
+        "==": lambda: c == cond.value, "!=": lambda: c != cond.value,
+        "in": lambda: c.isin(cond.value), "not_in": lambda: ~c.isin(cond.value),
+        "is_null": lambda: c.isNull(), "not_null": lambda: c.isNotNull(),
+    }
+    return F.coalesce(ops[cond.op](), F.lit(False))
+
+
+def campaign_targets(scores: DataFrame, cfg: TiersConfig) -> DataFrame:
+    """One row per account and campaign whose conditions all hold, with the reason.
+
+    All campaigns are evaluated in one pass: an array of matching (campaign, reason) structs
+    per account, exploded.
+    """
+    missing = sorted({c.column for r in cfg.campaigns for c in r.conditions}
+                     - set(scores.columns))
+    if missing:
+        raise ValueError(f"tiers.campaigns refer to unknown column(s) {missing}")
+    if not cfg.campaigns:
+        return scores.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.lit(None).cast("string")
+                             .alias("campaign"), F.lit(None).cast("string").alias("reason")
+                             ).where(F.lit(False))
+    entries = []
+    for rule in cfg.campaigns:
+        match = F.lit(True)
+        for cond in rule.conditions:
+            match = match & _condition(cond)
+        detail = F.concat_ws("; ", *[F.concat(F.lit(f"{c.column}="),
+                                               F.coalesce(F.col(c.column).cast("string"),
+                                                          F.lit("null")))
+                                      for c in rule.conditions])
+        entries.append(F.when(match, F.struct(F.lit(rule.name).alias("campaign"),
+                                               F.concat(F.lit(rule.reason + " ("), detail,
+                                                        F.lit(")")).alias("reason"))))
+    exploded = scores.select(SNAPSHOT_MONTH, ACCOUNT_ID,
+                             F.explode(F.array_compact(F.array(*entries))).alias("t"))
+    return exploded.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.col("t.campaign").alias("campaign"),
+                           F.col("t.reason").alias("reason"))
+
+
+def tier_summary(assigned: DataFrame) -> DataFrame:
+    """Per snapshot x tier x RFM segment: accounts, total and mean values (for BI).
+
+    Args:
+        assigned: one row per account with the tier columns (:func:`add_tiers`), ``segment``,
+            ``contribution_value``, ``current_value`` and ``future_value``.
+    """
+    return assigned.groupBy(SNAPSHOT_MONTH, "tier", "tier_label_en", "tier_label_zh",
+                            "segment").agg(
+        F.count(F.lit(1)).alias("accounts"),
+        F.sum("contribution_value").alias("total_contribution_value"),
+        F.avg("contribution_value").alias("mean_contribution_value"),
+        F.sum("current_value").alias("total_current_value"),
+        F.avg("current_value").alias("mean_current_value"),
+        F.sum("future_value").alias("total_future_value"),
+    )

@@ -1,0 +1,203 @@
+"""Serve the output tables over JDBC/ODBC with the Spark Thrift Server (HiveServer2 protocol).
+
+The catalog is in-memory (no Hive metastore), so the tables only have names in the session
+that registered them. The server is therefore started *inside* the driver that registered
+them, with ``HiveThriftServer2.startWithSparkSession``: every JDBC session is a new Spark
+session over the same shared catalog, so ``select * from cvm.tiers`` and
+``cvm.tiers_latest`` work for every client. New snapshots written while the server runs are
+visible at once (Delta reads the newest table version per query); a table that did not exist
+at start-up needs a restart. Started by ``scripts/thrift.sh``: ``spark-submit
+jobs/cvm_job.py thrift`` with the Delta jars on ``--driver-class-path`` as well (see
+:func:`driver_class_path`; ``cvm thrift`` refuses to start without them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+from pyspark.sql import SparkSession
+
+from cvm_spark.common.jvm import context_stopped, start_with_session, system_class_loader
+from cvm_spark.config import OutputConfig
+from cvm_spark.storage.delta import (
+    create_database,
+    latest_view_name,
+    qualified_name,
+    register_tables,
+)
+
+log = logging.getLogger(__name__)
+
+# Printed (flushed) once the server accepts connections; scripts/thrift.sh waits for it.
+READY_MARKER = "cvm thrift server ready"
+
+THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
+
+# Printed before the driver class path by `cvm thrift --print-driver-classpath`.
+CLASSPATH_MARKER = "cvm thrift driver class path: "
+
+# Jar names (Ivy's <organisation>_<artifact>, or plain artifact names) of Delta itself.
+DELTA_JAR_PREFIXES = ("io.delta_", "io.unitycatalog_", "delta-", "unitycatalog-")
+
+
+class ThriftStartError(RuntimeError):
+    """The Thrift server cannot be started as configured."""
+
+
+def thrift_conf(host: str, port: int) -> dict[str, str]:
+    """Spark settings of the Thrift server driver, listening on ``host:port``."""
+    return {
+        "spark.hadoop.hive.server2.thrift.bind.host": host,
+        "spark.hadoop.hive.server2.thrift.port": str(port),
+        "spark.hadoop.hive.server2.transport.mode": "binary",
+        # JDBC sessions run with spark.sql.datetime.java8API.enabled=true (forced by the
+        # server), and Delta's metadata-only answer to min/max of a DATE column then fails
+        # ("LocalDate cannot be cast to java.sql.Date"), e.g. max(snapshot_month) in the
+        # _latest views. Without the shortcut Spark reads the partition values itself.
+        "spark.databricks.delta.optimizeMetadataQuery.enabled": "false",
+    }
+
+
+def jdbc_url(host: str, port: int, database: str = "") -> str:
+    """The Hive JDBC URL of the server, e.g. ``jdbc:hive2://127.0.0.1:10000/cvm``."""
+    return f"jdbc:hive2://{host}:{port}/{database}"
+
+
+def _check_environment(host: str, port: int) -> None:
+    # HiveServer2 lets these environment variables win over its configuration; refuse a
+    # silent mismatch with the requested address.
+    for var, wanted in (("HIVE_SERVER2_THRIFT_PORT", str(port)),
+                        ("HIVE_SERVER2_THRIFT_BIND_HOST", host)):
+        value = os.environ.get(var)
+        if value is not None and value != wanted:
+            raise ThriftStartError(f"environment variable {var}={value} overrides the requested "
+                             f"{wanted}; unset it or use the same value")
+
+
+def _check_system_class_path(spark: SparkSession) -> None:
+    # Fail at start-up rather than on every JDBC connection (see driver_class_path).
+    catalog = spark.conf.get("spark.sql.catalog.spark_catalog", None)
+    if not catalog:
+        return
+    loader = system_class_loader(spark)
+    try:
+        loader.loadClass(catalog)
+    except Exception as exc:
+        raise ThriftStartError(
+            f"{catalog} is not on the driver's class path, so JDBC sessions could not load "
+            "it; start the server with scripts/thrift.sh, or give spark-submit the Delta "
+            "jars with --driver-class-path as well as --packages") from exc
+
+
+def start_thrift_server(spark: SparkSession) -> Any:
+    """Start the Thrift server in this driver's JVM, sharing its catalog.
+
+    The listener address comes from :func:`thrift_conf` (set when the session was built).
+    There is no Python API for this, so it goes through the py4j gateway; it therefore needs
+    a classic (non-Spark-Connect) session, which a spark-submit driver is. JDBC sessions
+    load the Delta catalog class through the system class loader (see
+    :func:`driver_class_path`), so the Delta jars must be on the driver's class path.
+
+    Returns:
+        The JVM ``HiveThriftServer2`` object (``.stop()`` stops it).
+    """
+    # exitOnError=true: a listener that cannot bind ends the driver instead of leaving a
+    # server without a port behind
+    return start_with_session(spark, THRIFT_SERVER_CLASS)
+
+
+def driver_class_path(spark_jars: str) -> list[str]:
+    """The Delta jars among ``spark.jars`` that must also be on the driver's class path.
+
+    ``--packages`` jars live in a child class loader that the driver's main thread uses. The
+    Thrift server opens each JDBC session in a worker thread whose context class loader Hive
+    resets to one over the system class path (HIVE-11878), so the new session cannot load
+    ``DeltaCatalog`` (delta-io/delta#1332: "Cannot find catalog plugin class for catalog
+    'spark_catalog'"). Putting Delta's own jars (and Unity Catalog's, which Delta links
+    against) on ``--driver-class-path`` fixes that; their third-party dependencies
+    (Jackson, Parquet, Hadoop, ...) are already in pyspark's jars and are left out, so
+    nothing there is shadowed.
+
+    Args:
+        spark_jars: the comma-separated ``spark.jars`` of a spark-submit run with
+            ``--packages`` (Ivy names them ``<organisation>_<artifact>-<version>.jar``).
+
+    Returns:
+        Local paths, in the given order.
+    """
+    paths = []
+    for uri in filter(None, (j.strip() for j in spark_jars.split(","))):
+        path = urlparse(uri).path if uri.startswith("file:") else uri
+        name = os.path.basename(path)
+        if name.endswith(".jar") and name.startswith(DELTA_JAR_PREFIXES):
+            paths.append(path)
+    return paths
+
+
+def print_driver_class_path() -> None:
+    """Print :func:`driver_class_path` of this spark-submit run (no SparkContext needed)."""
+    from pyspark import SparkConf, SparkContext
+
+    # attach to spark-submit's JVM (no SparkContext) so SparkConf sees its resolved settings
+    SparkContext._ensure_initialized()
+    jars = driver_class_path(SparkConf().get("spark.jars", ""))
+    print(f"{CLASSPATH_MARKER}{os.pathsep.join(jars)}", flush=True)
+
+
+def _context_stopped(spark: SparkSession) -> bool:
+    try:
+        return context_stopped(spark)
+    except Exception:  # the JVM is gone (stopped from outside)
+        return True
+
+
+def serve(spark: SparkSession, output: OutputConfig, host: str, port: int,
+          stop: threading.Event | None = None) -> list[str]:
+    """Register the output tables, start the Thrift server and block until asked to stop.
+
+    Args:
+        spark: a classic session built with :func:`thrift_conf` for ``host`` and ``port``.
+        output: the warehouse whose tables are served.
+        host: the address the listener binds to (shown in the ready line).
+        port: the listener port.
+        stop: set it to stop the server; by default SIGTERM and SIGINT set it.
+
+    Returns:
+        The tables that were served.
+
+    Raises:
+        ThriftStartError: HiveServer2 environment variables contradict ``host``/``port``,
+            or the session catalog class is not on the driver's system class path.
+    """
+    _check_environment(host, port)
+    _check_system_class_path(spark)
+    tables = register_tables(spark, output)
+    if not tables:
+        log.warning("no output tables under %s/%s; serving an empty database",
+                    output.warehouse, output.database)
+    create_database(spark, output)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    server = start_thrift_server(spark)
+    names = [f"{qualified_name(output, t)} ({latest_view_name(output, t)})" for t in tables]
+    print(f"{READY_MARKER}: {jdbc_url(host, port, output.database)} serving "
+          f"{', '.join(names) or 'no tables'}", flush=True)
+    try:
+        while not stop.wait(2.0):
+            if _context_stopped(spark):
+                log.warning("the Spark context stopped; the Thrift server ends")
+                break
+    finally:
+        try:
+            server.stop()
+        except Exception as exc:  # the JVM may already be shutting down (SIGTERM to both)
+            log.debug("stopping the Thrift server: %s", exc)
+    log.info("thrift server on %s:%d stopped", host, port)
+    return tables
