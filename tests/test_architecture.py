@@ -132,6 +132,22 @@ def test_numpy_only_modules_import_no_spark():
     assert not wrong, "\n".join(wrong)
 
 
+def test_broad_excepts_raise_again():
+    """``except Exception`` (or wider) only where the handler raises again: a crash must not
+    turn into a fallback or a wrong message. Narrow handlers name what they expect."""
+    wrong = []
+    for p in _sources(PACKAGE) + _sources(GENERATOR):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            names = ([node.type] if not isinstance(node.type, ast.Tuple) else node.type.elts)
+            broad = node.type is None or any(
+                isinstance(n, ast.Name) and n.id in ("Exception", "BaseException") for n in names)
+            if broad and not any(isinstance(n, ast.Raise) for b in node.body for n in ast.walk(b)):
+                wrong.append(f"{_module_name(p)}:{node.lineno}")
+    assert not wrong, f"broad except without a raise: {wrong}"
+
+
 JVM_ATTRIBUTES = ("_jvm", "_jsc", "_jdf", "_jsparkSession")
 
 

@@ -178,11 +178,13 @@ def build_spark(
     except Exception as exc:
         if resolve is None:
             raise
+        # Ivy's failure and, say, a missing Java look alike from here: name both
         raise DeltaJarsError(
-            f"cannot start Spark with the Delta jars {resolve}: they are not cached in "
-            f"{jars_cache_dir()} and resolving them from Maven Central failed "
-            f"({str(exc).splitlines()[0]}). Start once with access to Maven Central (the "
-            f"jars are then kept), or pass local jars with spark.jars.") from exc
+            f"Spark did not start while the Delta jars {resolve}, not cached in "
+            f"{jars_cache_dir()}, were to be resolved from Maven Central: "
+            f"{str(exc).splitlines()[0]}. If Maven Central is not reachable, start once where "
+            "it is (the jars are then kept) or pass local jars with spark.jars; otherwise "
+            "see logs/spark.log.") from exc
     if resolve is not None:
         remember_jars(spark, resolve)
     log.info("spark %s session ready (master=%s)", spark.version,
@@ -235,7 +237,7 @@ def sized_shuffles(spark: SparkSession, inputs: Mapping[str, tuple[DataFrame, st
     try:
         before = spark.conf.get(key)
         parallelism = spark.sparkContext.defaultParallelism
-    except Exception:  # Spark Connect: the server's settings stay
+    except AttributeError:  # Spark Connect has no SparkContext: the server's settings stay
         yield None
         return
     if fixed:

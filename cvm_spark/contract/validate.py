@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -163,7 +165,7 @@ def read_inputs(spark: SparkSession, inputs: InputsConfig) -> dict[str, DataFram
                 df = _read_csv(spark, path, inputs.csv_header)
             else:
                 df = spark.read.format(fmt).load(path)
-        except Exception as exc:  # AnalysisException and friends: report which table
+        except (PySparkException, Py4JJavaError) as exc:  # missing path, unreadable files
             raise InputSchemaError(f"input table {name}: cannot read {fmt} at {path}: "
                                    f"{str(exc).splitlines()[0]}") from None
         raw[name] = df

@@ -57,7 +57,7 @@ def tag_stage(spark: SparkSession, stage: str, run_id: str | None = None) -> Ite
     """
     try:
         sc = spark.sparkContext
-    except Exception:  # Spark Connect
+    except AttributeError:  # Spark Connect has no SparkContext
         yield
         return
     keys = {STAGE_PROPERTY: stage, "spark.job.description": f"cvm {stage}"}

@@ -154,7 +154,7 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
 def _application_id(spark: SparkSession) -> str | None:
     try:
         return spark.sparkContext.applicationId
-    except Exception:  # Spark Connect has no SparkContext: the lock just omits the id
+    except AttributeError:  # Spark Connect has no SparkContext: the lock just omits the id
         return None
 
 

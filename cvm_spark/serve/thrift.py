@@ -20,6 +20,7 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import SparkSession
 
 from cvm_spark.common.jvm import context_stopped, start_with_session, system_class_loader
@@ -87,7 +88,7 @@ def _check_system_class_path(spark: SparkSession) -> None:
     loader = system_class_loader(spark)
     try:
         loader.loadClass(catalog)
-    except Exception as exc:
+    except Py4JJavaError as exc:  # ClassNotFoundException
         raise ThriftStartError(
             f"{catalog} is not on the driver's class path, so JDBC sessions could not load "
             "it; start the server with scripts/thrift.sh, or give spark-submit the Delta "
@@ -152,7 +153,7 @@ def print_driver_class_path() -> None:
 def _context_stopped(spark: SparkSession) -> bool:
     try:
         return context_stopped(spark)
-    except Exception:  # the JVM is gone (stopped from outside)
+    except Py4JError:  # the JVM is gone (stopped from outside)
         return True
 
 
@@ -197,7 +198,7 @@ def serve(spark: SparkSession, output: OutputConfig, host: str, port: int,
     finally:
         try:
             server.stop()
-        except Exception as exc:  # the JVM may already be shutting down (SIGTERM to both)
+        except Py4JError as exc:  # the JVM may already be shutting down (SIGTERM to both)
             log.debug("stopping the Thrift server: %s", exc)
     log.info("thrift server on %s:%d stopped", host, port)
     return tables
