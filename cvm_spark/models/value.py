@@ -216,6 +216,8 @@ def percentile_probabilities(points: int) -> list[float]:
 
 
 PERCENTILE_ACCURACY = 10_000
+# the components whose percentiles make the contribution value (value.contribution_weights)
+SCALED = ["historical_value", "current_value", "influence_value", "future_value"]
 
 
 def percentile_cuts(df: DataFrame, columns: list[str], points: int,

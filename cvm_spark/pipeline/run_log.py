@@ -34,6 +34,7 @@ from cvm_spark.config import CvmConfig, OutputConfig
 from cvm_spark.pipeline.summary import RunSummary
 from cvm_spark.schemas.inputs import SNAPSHOT_MONTH
 from cvm_spark.storage.delta import read_table, table_path, write_snapshot
+from cvm_spark.storage.tables import RUN_LOG_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,8 @@ TABLE = "run_log"
 GIT_COMMIT_ENV = "CVM_GIT_COMMIT"
 INPUT, OUTPUT, STAGE = "input", "output", "stage"
 
-RUN_LOG_SCHEMA = T.StructType([
-    T.StructField(SNAPSHOT_MONTH, T.DateType()),
-    T.StructField("run_id", T.StringType()),
-    T.StructField("run_seq", T.IntegerType()),
-    T.StructField("run_started_at", T.TimestampType()),
-    T.StructField("config_fingerprint", T.StringType()),
-    T.StructField("code_version", T.StringType()),
-    T.StructField("git_commit", T.StringType()),
-    T.StructField("item_kind", T.StringType()),
-    T.StructField("item_name", T.StringType()),
-    T.StructField("stage", T.StringType()),
-    T.StructField("rows_in", T.LongType()),
-    T.StructField("rows_quarantined", T.LongType()),
-    T.StructField("rows_out", T.LongType()),
-    T.StructField("stage_seconds", T.DoubleType()),
-])
+# the declared columns (cvm_spark.storage.tables), without comments: rows are built here
+RUN_LOG_SCHEMA = T.StructType([T.StructField(name, dtype) for name, dtype in RUN_LOG_COLUMNS])
 
 
 @dataclass(frozen=True)

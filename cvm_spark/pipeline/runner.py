@@ -39,6 +39,7 @@ from cvm_spark.storage.privacy import (
     run_key,
     table_properties,
 )
+from cvm_spark.storage.tables import check_output_schema
 from cvm_spark.storage.workarea import WorkArea
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ def _write(summary: RunSummary, df: DataFrame, table: str, cfg: CvmConfig,
         raise ValueError(f"{table} is not in PIPELINE_TABLES")
     if key is not None:
         df = pseudonymise(df, key)
+    check_output_schema(df, table, cfg)
     rows, observed = write_observed(df, table, cfg.output, cfg.snapshot,
                                     properties=table_properties(key), observe=observe)
     summary.rows_written[table] = rows

@@ -18,7 +18,7 @@ numbers to the driver) and a scoring projection; this module only wires them tog
    materialised once.
 4. **Outputs** are projections of that frame (value_scores, tiers), an explode of it
    (campaign_targets) and an aggregate of it (tier_summary); their columns are declared
-   here (:func:`value_score_columns`, :data:`cvm_spark.segments.tiers.TIER_COLUMNS`).
+   in :mod:`cvm_spark.storage.tables`, which the runner checks every write against.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from cvm_spark.models.future_value import (
 from cvm_spark.models.loyalty import add_loyalty, fit_loyalty, loyalty_columns
 from cvm_spark.models.value import (
     PERCENTILE_ACCURACY,
+    SCALED,
     contribution_value,
     influence_value,
     percentile_probabilities,
@@ -69,6 +70,7 @@ from cvm_spark.segments.tiers import (
     fit_abc,
     tier_summary,
 )
+from cvm_spark.storage.tables import table_columns
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,6 @@ METRICS_SCHEMA = T.StructType([
     T.StructField("metric", T.StringType()), T.StructField("value", T.DoubleType()),
 ])
 CLV_MODEL_COLUMNS = ["expected_purchases", "prob_alive", "expected_avg_value", "clv_discounted"]
-SCALED = ["historical_value", "current_value", "influence_value", "future_value"]
 Materialize = Callable[[DataFrame, str], DataFrame]
 
 
@@ -125,24 +126,6 @@ def add_lifetime_value(df: DataFrame, model: ClvModel | None, cfg: CvmConfig) ->
         return add_clv(df, model.bg, model.gg, cfg.clv, pairs=model.pairs)
     return df.select("*", simple_clv_column(cfg.clv).alias("clv_simple"),
                      *[F.lit(None).cast("double").alias(c) for c in CLV_MODEL_COLUMNS])
-
-
-def value_score_columns(cfg: CvmConfig) -> list[str]:
-    """The value_scores table's columns, in order."""
-    groups = list(cfg.value.product_groups)
-    q, h, d = (cfg.credit.quarter_months, cfg.credit.half_year_months,
-               cfg.credit.delinquency_months)
-    return [
-        ACCOUNT_ID, SNAPSHOT_MONTH, "current_value", *[f"current_value_{g}" for g in groups],
-        "historical_value", "historical_observed", "historical_backfill", "a0_monthly_profit",
-        "backfill_months", "influence_enterprise", "influence_family", "influence_radiation",
-        "influence_value", *FUTURE_COLUMNS, "credit_score", "credit_grade",
-        f"credit_grade_{q}m", f"credit_grade_{h}m", f"max_dpd_{d}m", f"delinquent_months_{d}m",
-        *loyalty_columns(cfg.loyalty), "income_prev", "income_cur", "spend_prev", "spend_cur",
-        "elasticity", "return_on_spend", *CLV_COLUMNS, "elasticity_class",
-        *[f"{c}_pct" for c in [*SCALED, *[f"current_value_{g}" for g in groups]]],
-        "contribution_value", "contribution_value_pct",
-    ]
 
 
 def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, DataFrame],
@@ -223,7 +206,7 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
     joined = (frame.join(influence, on=ACCOUNT_ID, how="left")
               .join(credit, on=ACCOUNT_ID, how="left"))
     group_cols = [f"current_value_{g}" for g in cfg.value.product_groups]
-    value_cols = value_score_columns(cfg)
+    value_cols = table_columns("value_scores", cfg)
     raw_value_cols = value_cols[:value_cols.index(f"{SCALED[0]}_pct")]
     with stage("value_components"):
         inputs = materialize(joined.select(
