@@ -329,7 +329,7 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     from conftest import LogLines
 
     from cvm_spark.pipeline.runner import run_snapshot
-    from cvm_spark.pipeline.runner import scoring as model
+    from cvm_spark.pipeline import scoring as model
     from cvm_spark.serve.report import write_report
 
     root = tmp_path_factory.mktemp("privacy")
