@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cvm_spark.common.timing import no_stage
-from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
+from cvm_spark.config import ConfigError, PrivacyConfig, load_config, load_config_dict, to_dict
 from cvm_spark.pipeline.runner import PIPELINE_TABLES
 from cvm_spark.storage.delta import table_path
 from cvm_spark.storage.locking import lock_dir
@@ -302,21 +302,31 @@ def _stand_in_model(spark, cfg, accepted, facts, rfm_cuts, run_id, model_root, m
     from cvm_spark.pipeline.facts import features_of
     from cvm_spark.pipeline.scoring import ModelOutputs, metrics_frame
     from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
+    from cvm_spark.storage.tables import declared_schema
 
     features = features_of(facts, cfg)
     rfm = score_rfm(features, cfg.rfm, rfm_cuts)
 
     tiers = rfm.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.col("segment").alias("tier"),
                        F.lit("stable").alias("lifecycle_stage"))
+
+    def declared(df, table):
+        """Every declared column of the table: the frame's, or a typed null."""
+        schema = declared_schema(table, replace(cfg, privacy=PrivacyConfig()))
+        return df.select(*[F.col(f.name) if f.name in df.columns
+                           else F.lit(None).cast(f.dataType).alias(f.name)
+                           for f in schema.fields])
+
     return ModelOutputs(
-        value_scores=features.select(SNAPSHOT_MONTH, ACCOUNT_ID,
-                                     F.col("profit_12m").alias("current_value")),
-        tiers=tiers,
-        campaign_targets=tiers.where(F.col("tier") == "Lost").select(
+        value_scores=declared(features.select(SNAPSHOT_MONTH, ACCOUNT_ID,
+                                              F.col("profit_12m").alias("current_value")),
+                              "value_scores"),
+        tiers=declared(tiers, "tiers"),
+        campaign_targets=declared(tiers.where(F.col("tier") == "Lost").select(
             SNAPSHOT_MONTH, ACCOUNT_ID, F.lit("reactivation").alias("campaign"),
-            F.concat(F.lit("segment="), F.col("tier")).alias("reason")),
-        tier_summary=tiers.groupBy(SNAPSHOT_MONTH, "tier").agg(
-            F.count(F.lit(1)).alias("accounts")),
+            F.concat(F.lit("segment="), F.col("tier")).alias("reason")), "campaign_targets"),
+        tier_summary=declared(tiers.groupBy(SNAPSHOT_MONTH, "tier", F.col("tier").alias(
+            "segment")).agg(F.count(F.lit(1)).alias("accounts")), "tier_summary"),
         model_metrics=metrics_frame(spark, [("loyalty", "weights", "tenure", 0.25)],
                                     cfg.snapshot, run_id))
 
@@ -328,8 +338,8 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     every cvm_spark log line, the printed summary and the HTML report."""
     from conftest import LogLines
 
-    from cvm_spark.pipeline.runner import run_snapshot
     from cvm_spark.pipeline import scoring as model
+    from cvm_spark.pipeline.runner import run_snapshot
     from cvm_spark.serve.report import write_report
 
     root = tmp_path_factory.mktemp("privacy")
