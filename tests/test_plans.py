@@ -86,9 +86,11 @@ def test_the_recording_covers_the_whole_run(spark, recorded):
     assert [e.description for e in executions if e.token is None] == []
     sites = {_module(e.call_site) for e in executions}
     # (validation runs inside the work area's writes: its counts are observed, not collected)
-    for module in ("generate", "workarea", "loyalty", "clv", "value", "tiers", "future_value",
-                   "delta_io", "pipeline"):
-        assert f"cvm_spark/{module}.py" in sites, (module, sites)
+    for module in ("cvm_generate/bank", "cvm_spark/storage/workarea", "cvm_spark/models/loyalty",
+                   "cvm_spark/models/clv", "cvm_spark/models/value", "cvm_spark/segments/tiers",
+                   "cvm_spark/models/future_value", "cvm_spark/storage/delta",
+                   "cvm_spark/pipeline/runner"):
+        assert f"{module}.py" in sites, (module, sites)
     # the executions Delta starts inside a write carry the writer's site
     assert any(_module(e.call_site) == "cvm_spark/storage/delta.py"
                and e.root_execution_id != e.execution_id for e in executions)
