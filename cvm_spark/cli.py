@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cvm_spark.config import ConfigError, CvmConfig, load_config, parse_yaml
+from cvm_spark.pipeline.summary import STEP_NAMES
 
 log = logging.getLogger("cvm_spark")
 
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate the synthetic sample into inputs.root first")
     p.add_argument("--accounts", type=int, help="with --generate: number of accounts")
     p.add_argument("--run-id", help="run identifier (default: snapshot + config fingerprint)")
+    p.add_argument("--until", choices=STEP_NAMES, default=STEP_NAMES[-1],
+                   help="the last step to run (default: all); a partial run writes the tables "
+                        "of its steps and no run_log rows")
     p.add_argument("--reuse-models", action="store_true",
                    help="score with the future-value models saved for the snapshot instead of "
                         "training new ones")
@@ -367,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=generate,
                                retrain=not args.reuse_models,
                                code_version=detect_code_version(), started_at=started_at,
-                               break_lock=args.break_lock, pseudonym_key=key)
+                               break_lock=args.break_lock, pseudonym_key=key,
+                               until=args.until)
         print(summary.render())
         if profile_dir:
             print("\n" + _profile(spark, summary))

@@ -27,7 +27,6 @@ docs/performance.md explains what each number measures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -132,10 +131,6 @@ class MemoryProbe:
 # --------------------------------------------------------------------------------------------
 
 
-class _Stop(Exception):
-    pass
-
-
 def run_pipeline(spark: Any, cfg: Any, until: str, probe: MemoryProbe
                  ) -> tuple[Any, float, dict[str, dict[str, float | None]]]:
     """run_snapshot, stopped after ``until`` (``model`` = the whole run, run log included).
@@ -148,12 +143,9 @@ def run_pipeline(spark: Any, cfg: Any, until: str, probe: MemoryProbe
     def on_stage(stage: str, summary: Any) -> None:
         last[0] = summary
         memory[stage] = probe.sample()
-        if stage == until and until != "model":
-            raise _Stop
 
     start = time.monotonic()
-    with contextlib.suppress(_Stop):
-        last[0] = run_snapshot(spark, cfg, on_stage=on_stage)
+    last[0] = run_snapshot(spark, cfg, on_stage=on_stage, until=until)
     return last[0], time.monotonic() - start, memory
 
 

@@ -1,4 +1,10 @@
-"""The snapshot pipeline: (generate) -> validate -> features -> RFM -> Delta tables.
+"""The snapshot pipeline: (generate) -> validate -> quarantine -> features -> RFM -> model
+-> run log, as a declared graph of steps (:data:`STEPS`).
+
+Each :class:`Step` names what it needs from earlier steps, what it hands on and the output
+tables it writes; one runner (:func:`_run_steps`) times each step, writes every table
+through :func:`_write` (pseudonymised there, checked against its declared schema, then the
+one Delta writer) and records ``run_log`` after a whole run.
 
 Everything that decides *what* to write runs before the first write: config validation
 happens before Spark starts, input schema checks happen while the plan is built, and inputs
@@ -12,7 +18,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +35,7 @@ from cvm_spark.features.windows import BTYD_COLUMNS
 from cvm_spark.pipeline.facts import build_account_facts, features_of
 from cvm_spark.pipeline.profiling import tag_stage
 from cvm_spark.pipeline.run_log import CodeVersion, write_run_log
-from cvm_spark.pipeline.summary import RunSummary
+from cvm_spark.pipeline.summary import STEP_NAMES, RunSummary
 from cvm_spark.storage.delta import register_tables, table_path, write_observed
 from cvm_spark.storage.locking import snapshot_lock
 from cvm_spark.storage.privacy import (
@@ -110,7 +117,8 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                  on_stage: Callable[[str, RunSummary], Any] | None = None,
                  code_version: CodeVersion | None = None,
                  started_at: datetime | None = None, break_lock: bool = False,
-                 pseudonym_key: PseudonymKey | None = None) -> RunSummary:
+                 pseudonym_key: PseudonymKey | None = None, until: str = "model"
+                 ) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
 
     The run holds the snapshot month's lock (:func:`cvm_spark.storage.locking.snapshot_lock`) from
@@ -132,6 +140,8 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
             dead (``cvm run --break-lock``; only after making sure that run is not running).
         pseudonym_key: with ``cfg.privacy.pseudonymise``, the key (``cvm run`` reads it
             before Spark starts); read from the environment or key file when not given.
+        until: the last step to run (:data:`STEP_NAMES`; ``cvm run --until``); a run that
+            stops before the last step writes its steps' tables but no run_log rows.
 
     Returns:
         A :class:`RunSummary`.
@@ -143,13 +153,15 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
         WarehouseModeError: the warehouse was written in the other privacy mode or with
             another key (raised before anything is written).
     """
+    if until not in STEP_NAMES:
+        raise ValueError(f"until must be one of {STEP_NAMES}, got {until!r}")
     key = run_key(cfg.privacy, pseudonym_key)
     run_id = run_id or default_run_id(cfg)
     with snapshot_lock(cfg.output, cfg.snapshot, run_id, spark=spark,
                        app_id=_application_id(spark), started_at=started_at,
                        break_lock=break_lock):
         return _run_locked(spark, cfg, run_id, generate, retrain, on_stage, code_version,
-                           started_at, key)
+                           started_at, key, until)
 
 
 def _application_id(spark: SparkSession) -> str | None:
@@ -163,7 +175,7 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str,
                 generate: Callable[[SparkSession, CvmConfig], Any] | None,
                 retrain: bool, on_stage: Callable[[str, RunSummary], Any] | None,
                 code_version: CodeVersion | None, started_at: datetime | None,
-                key: PseudonymKey | None) -> RunSummary:
+                key: PseudonymKey | None, until: str) -> RunSummary:
     """The body of :func:`run_snapshot`, run while the snapshot's lock is held."""
     snapshot = cfg.snapshot
     summary = RunSummary(run_id=run_id, snapshot_month=snapshot.isoformat())
@@ -182,85 +194,181 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str,
     if key is not None:
         redact_plans(spark)
     with ExitStack() as resources:
-        _run_stages(spark, cfg, summary, resources, done, retrain, code_version, started_at,
-                    key)
+        run = Run(spark, cfg, summary, key, retrain, resources)
+        _run_steps(run, done, until, code_version, started_at)
     return summary
 
 
-def _run_stages(spark: SparkSession, cfg: CvmConfig, summary: RunSummary,
-                resources: ExitStack, done: Callable[[str], None], retrain: bool,
-                code_version: CodeVersion | None, started_at: datetime | None,
-                key: PseudonymKey | None) -> None:
-    """validate -> quarantine -> features -> RFM -> value model -> run_log, into ``summary``.
+@dataclass
+class Run:
+    """What the steps of one run share: the session, the config, the summary being filled in,
+    the key, the run's resources (undone when it ends) and the results the steps hand on,
+    by name (:attr:`Step.makes`)."""
 
-    Settings made for the run (the shuffle partitions sized from the inputs) are undone by
-    ``resources`` when the caller leaves it.
-    """
-    snapshot, run_id, perf = cfg.snapshot, summary.run_id, cfg.performance
-    with _stage(spark, summary, "validate"):
-        raw = read_inputs(spark, cfg.inputs)
-        resources.enter_context(sized_shuffles(
-            spark, {name: (df, cfg.inputs.location(name)[1]) for name, df in raw.items()},
-            perf.shuffle_partitions, perf.partition_mb))
-        # the run's intermediate results: removed when the run ends (resources)
-        work = resources.enter_context(WorkArea(spark, cfg.output, snapshot, run_id))
-        validated = validate_inputs(raw, cfg, materialize=work.materialize)
-        profile = validated.profile()
-        # a snapshot the inputs cannot make stops here, before the first write
-        check_snapshot_data(profile, snapshot)
-        counts = profile.counts
-        for name, per_reason in counts.items():
-            summary.rows_read[name] = sum(per_reason.values())
-            summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
-                                              if r != "accepted"}
-    done("validate")
-    with _stage(spark, summary, "quarantine"):
-        _write(summary, validated.quarantine(snapshot, run_id), "quarantine", cfg, key)
-    done("quarantine")
-    accepted = {name: validated.accepted(name) for name in validated.classified}
+    spark: SparkSession
+    cfg: CvmConfig
+    summary: RunSummary
+    key: PseudonymKey | None
+    retrain: bool
+    resources: ExitStack
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        """Time a stage of the run (:func:`_stage`)."""
+        return _stage(self.spark, self.summary, name)
+
+    def write(self, df: DataFrame, table: str, observe: dict[str, Column] | None = None
+              ) -> dict[str, Any]:
+        """Write an output table (:func:`_write`)."""
+        return _write(self.summary, df, table, self.cfg, self.key, observe)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline: what it needs from earlier steps, what it hands on, the
+    output tables it writes (declared in :mod:`cvm_spark.storage.tables`) and whether the
+    runner times it as one stage (the model step times its fits and writes one by one)."""
+
+    name: str
+    run: Callable[[Run], None]
+    needs: tuple[str, ...] = ()
+    makes: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    timed: bool = True
+
+
+def _validate(run: Run) -> None:
+    spark, cfg, summary = run.spark, run.cfg, run.summary
+    perf, snapshot = cfg.performance, cfg.snapshot
+    raw = read_inputs(spark, cfg.inputs)
+    run.resources.enter_context(sized_shuffles(
+        spark, {name: (df, cfg.inputs.location(name)[1]) for name, df in raw.items()},
+        perf.shuffle_partitions, perf.partition_mb))
+    # the run's intermediate results: removed when the run ends (resources)
+    work = run.resources.enter_context(WorkArea(spark, cfg.output, snapshot, summary.run_id))
+    validated = validate_inputs(raw, cfg, materialize=work.materialize)
+    profile = validated.profile()
+    # a snapshot the inputs cannot make stops here, before the first write
+    check_snapshot_data(profile, snapshot)
+    for name, per_reason in profile.counts.items():
+        summary.rows_read[name] = sum(per_reason.values())
+        summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
+                                          if r != "accepted"}
     first_month = profile.first_accepted.get("monthly_product") or snapshot
-    k_data_start = months_between(snapshot, first_month)
-    with _stage(spark, summary, "features"):
-        # every per-account aggregate of the inputs in one pass per table, written once
-        # to the run's work area: every later step is a projection of its files
-        facts = work.materialize(build_account_facts(accepted, cfg, k_data_start), "facts")
-        features = features_of(facts, cfg)
-        _write(summary, features.drop(*BTYD_COLUMNS), "features", cfg, key)
-    done("features")
-    with _stage(spark, summary, "rfm"):
-        rfm_cuts = fit_rfm(features, cfg.rfm)
-        # segments counted while the table is written (no second pass)
-        observed = _write(summary, score_rfm(features, cfg.rfm, rfm_cuts), "rfm", cfg, key,
-                          observe=segment_observations(cfg))
-        summary.segments = {name: int(n) for name, n in observed.items() if n}
-    done("rfm")
+    run.results.update(
+        validated=validated, work=work, k_data_start=months_between(snapshot, first_month),
+        accepted={name: validated.accepted(name) for name in validated.classified})
+
+
+def _quarantine(run: Run) -> None:
+    run.write(run.results["validated"].quarantine(run.cfg.snapshot, run.summary.run_id),
+              "quarantine")
+
+
+def _features(run: Run) -> None:
+    # every per-account aggregate of the inputs in one pass per table, written once to the
+    # run's work area: every later step is a projection of its files
+    facts = run.results["work"].materialize(
+        build_account_facts(run.results["accepted"], run.cfg, run.results["k_data_start"]),
+        "facts")
+    features = features_of(facts, run.cfg)
+    run.write(features.drop(*BTYD_COLUMNS), "features")
+    run.results.update(facts=facts, features=features)
+
+
+def _rfm(run: Run) -> None:
+    features, cfg = run.results["features"], run.cfg
+    rfm_cuts = fit_rfm(features, cfg.rfm)
+    # segments counted while the table is written (no second pass)
+    observed = run.write(score_rfm(features, cfg.rfm, rfm_cuts), "rfm",
+                         observe=segment_observations(cfg))
+    run.summary.segments = {name: int(n) for name, n in observed.items() if n}
+    run.results["rfm_cuts"] = rfm_cuts
+
+
+def _model(run: Run) -> None:
     from cvm_spark.pipeline.scoring import run_value_model
 
+    spark, cfg, summary, r = run.spark, run.cfg, run.summary, run.results
     # each model step is a stage of its own (timed, logged, in run_log), then one stage
     # per table written
-    outputs = run_value_model(spark, cfg, accepted, facts, rfm_cuts, run_id,
-                              model_root=model_root(cfg), materialize=work.materialize,
+    outputs = run_value_model(spark, cfg, r["accepted"], r["facts"], r["rfm_cuts"],
+                              summary.run_id, model_root=model_root(cfg),
+                              materialize=r["work"].materialize,
                               accounts=summary.rows_written["features"],
-                              k_data_start=k_data_start, retrain=retrain,
-                              stage=lambda name: _stage(spark, summary, name))
+                              k_data_start=r["k_data_start"], retrain=run.retrain,
+                              stage=run.stage)
     for table in MODEL_TABLES:
-        with _stage(spark, summary, f"write_{table}"):
-            observed = _write(summary, getattr(outputs, table), table, cfg, key,
-                              observe=(tier_observations(cfg) if table == "tiers"
-                                       else None))
+        with run.stage(f"write_{table}"):
+            observed = run.write(getattr(outputs, table), table,
+                                 observe=tier_observations(cfg) if table == "tiers" else None)
             if table == "tiers":
                 summary.tiers = {name: int(n) for name, n in observed.items() if n}
-    with _stage(spark, summary, "model_summary"):
+    with run.stage("model_summary"):
         # the model_metrics rows are a local table: no Spark job
         summary.metrics = [
-            (r["model"], r["scope"], r["metric"], r["value"])
-            for r in outputs.model_metrics.where(
+            (row["model"], row["scope"], row["metric"], row["value"])
+            for row in outputs.model_metrics.where(
                 F.col("metric").isin(*SUMMARY_METRICS)).collect()]
-    done("model")
+
+
+# The pipeline as a declared graph: run in this order, each step only after the steps that
+# make what it needs (checked below, at import). `cvm run --until <step>` runs a prefix.
+STEPS: tuple[Step, ...] = (
+    Step("validate", _validate, makes=("validated", "work", "accepted", "k_data_start")),
+    Step("quarantine", _quarantine, needs=("validated",), writes=("quarantine",)),
+    Step("features", _features, needs=("work", "accepted", "k_data_start"),
+         makes=("facts", "features"), writes=("features",)),
+    Step("rfm", _rfm, needs=("features",), makes=("rfm_cuts",), writes=("rfm",)),
+    Step("model", _model, needs=("work", "accepted", "facts", "rfm_cuts", "k_data_start"),
+         writes=MODEL_TABLES, timed=False),
+)
+if tuple(s.name for s in STEPS) != STEP_NAMES:   # pipeline.summary lists them for the cli
+    raise ImportError(f"STEP_NAMES {STEP_NAMES} differ from the steps {[s.name for s in STEPS]}")
+
+
+def check_steps(steps: tuple[Step, ...]) -> None:
+    """Refuse a graph whose step needs what no earlier step makes, or whose steps do not
+    write every pipeline table exactly once.
+
+    Raises:
+        ValueError: naming the step and the result or table.
+    """
+    made: set[str] = set()
+    for step in steps:
+        missing = [n for n in step.needs if n not in made]
+        if missing:
+            raise ValueError(f"step {step.name} needs {missing}, made by no earlier step")
+        made.update(step.makes)
+    written = [t for s in steps for t in s.writes]
+    if sorted(written) != sorted(PIPELINE_TABLES):
+        raise ValueError(f"the steps write {written}, not each of {PIPELINE_TABLES} once")
+
+
+check_steps(STEPS)
+
+
+def _run_steps(run: Run, done: Callable[[str], None], until: str,
+               code_version: CodeVersion | None, started_at: datetime | None) -> None:
+    """The steps of :data:`STEPS` up to and including ``until``, then (a whole run only) the
+    run log. Settings made for the run (the shuffle partitions sized from the inputs) are
+    undone by ``run.resources`` when the caller leaves it."""
+    for step in STEPS[:STEP_NAMES.index(until) + 1]:
+        if step.timed:
+            with run.stage(step.name):
+                step.run(run)
+        else:
+            step.run(run)
+        done(step.name)
+    if until != STEP_NAMES[-1]:
+        log.info("stopped after step %s (until): run_log not written, it records whole runs "
+                 "only", until)
+        return
     # last, so a logged run is one whose tables were all written; appended (history)
-    summary.rows_written["run_log"] = write_run_log(spark, cfg, summary, code_version,
+    summary = run.summary
+    summary.rows_written["run_log"] = write_run_log(run.spark, run.cfg, summary, code_version,
                                                     started_at)
-    summary.tables["run_log"] = table_path(cfg.output, "run_log")
+    summary.tables["run_log"] = table_path(run.cfg.output, "run_log")
 
 
 def segment_observations(cfg: CvmConfig) -> dict[str, Column]:

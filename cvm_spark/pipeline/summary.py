@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The steps of the pipeline in order (cvm_spark.pipeline.runner.STEPS, checked there at
+# import; here so that the command line lists them without importing Spark).
+STEP_NAMES = ("validate", "quarantine", "features", "rfm", "model")
+
 
 @dataclass
 class RunSummary:
