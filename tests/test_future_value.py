@@ -1,4 +1,4 @@
-"""Future value (cvm_spark/models/future_value.py): KMeans + one regression per cluster.
+"""Future value (cvm_spark/models/future_value/): KMeans + one regression per cluster.
 
 The model tests use one generated bank: 1,500 accounts x 15 months ending December 2024
 (generator seed 7, no bad rows, so the generated tables are used as they are). Training

@@ -88,7 +88,7 @@ def test_the_recording_covers_the_whole_run(spark, recorded):
     # (validation runs inside the work area's writes: its counts are observed, not collected)
     for module in ("cvm_generate/bank", "cvm_spark/storage/workarea", "cvm_spark/models/loyalty",
                    "cvm_spark/models/clv", "cvm_spark/models/value", "cvm_spark/segments/tiers",
-                   "cvm_spark/models/future_value", "cvm_spark/storage/delta",
+                   "cvm_spark/models/future_value/fit", "cvm_spark/storage/delta",
                    "cvm_spark/pipeline/runner"):
         assert f"{module}.py" in sites, (module, sites)
     # the executions Delta starts inside a write carry the writer's site
@@ -99,7 +99,7 @@ def test_the_recording_covers_the_whole_run(spark, recorded):
     assert {"input of KMeans.fit", "input of LinearRegression.fit", "input of PCA.fit"} <= fits
     # every collect found its execution, and the run collects what it should
     assert rec.collected and all(rec.collect_execution(c) for c in rec.collected)
-    assert {"cvm_spark/models/clv.py", "cvm_spark/models/future_value.py",
+    assert {"cvm_spark/models/clv.py", "cvm_spark/models/future_value/fit.py",
             "cvm_spark/segments/tiers.py", "cvm_spark/pipeline/runner.py"} <= \
         {_module(c.call_site) for c in rec.collected}
     # the model's driver-made DataFrames (metrics, manifest) are known as driver data
