@@ -216,7 +216,8 @@ def run_child(argv: list[str], json_path: Path, timeout: float, threads: int,
 
 def export_inputs(spark: Any, cfg: Any, folder: Path) -> dict[str, int]:
     """Write the accepted rows of the feature inputs to Parquet (the references' copy)."""
-    from cvm_spark.contract.validate import read_inputs, validate_inputs
+    from cvm_spark.contract.reading import read_inputs
+    from cvm_spark.contract.validate import validate_inputs
 
     validated = validate_inputs(read_inputs(spark, cfg.inputs), cfg)
     key = "spark.sql.parquet.outputTimestampType"

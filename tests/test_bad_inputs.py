@@ -29,12 +29,11 @@ import pytest
 import yaml
 
 from cvm_spark.config import ConfigError, load_config, load_config_dict, to_dict
+from cvm_spark.contract.reading import InputSchemaError, read_inputs
 from cvm_spark.contract.validate import (
     InputDataError,
     InputProfile,
-    InputSchemaError,
     check_snapshot_data,
-    read_inputs,
     validate_inputs,
 )
 from cvm_spark.pipeline.runner import run_snapshot

@@ -8,7 +8,8 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from cvm_spark.contract.validate import InputSchemaError, validate_inputs
+from cvm_spark.contract.reading import InputSchemaError
+from cvm_spark.contract.validate import validate_inputs
 from cvm_spark.schemas.inputs import INPUT_TABLES
 
 

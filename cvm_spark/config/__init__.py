@@ -35,12 +35,7 @@ from cvm_spark.config.future_value import (
     FutureValueConfig,
 )
 from cvm_spark.config.loader import load_config, load_config_dict, parse_yaml
-from cvm_spark.config.loyalty import (
-    LoyaltyBand,
-    LoyaltyConfig,
-    LoyaltyDimension,
-    LoyaltyIndicator,
-)
+from cvm_spark.config.loyalty import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
 from cvm_spark.config.root import CONFIG_VERSION, CvmConfig
 from cvm_spark.config.sources import (
     INPUT_FORMATS,

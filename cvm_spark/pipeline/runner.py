@@ -29,7 +29,8 @@ from pyspark.sql import functions as F
 from cvm_spark.common.months import months_between
 from cvm_spark.common.session import sized_shuffles
 from cvm_spark.config import MODELS_DIR, CvmConfig
-from cvm_spark.contract.validate import check_snapshot_data, read_inputs, validate_inputs
+from cvm_spark.contract.reading import read_inputs
+from cvm_spark.contract.validate import check_snapshot_data, validate_inputs
 from cvm_spark.features.rfm import fit_rfm, score_rfm
 from cvm_spark.features.windows import BTYD_COLUMNS
 from cvm_spark.pipeline.facts import build_account_facts, features_of

@@ -17,9 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.common.timing import StageTimer, no_stage
-from cvm_spark.config import (
-    FutureValueConfig,
-)
+from cvm_spark.config import FutureValueConfig
 from cvm_spark.models.future_value.model import (
     BASELINE,
     CLUSTER_ID,

@@ -4,19 +4,13 @@ regression per cluster), the names of its columns, and its errors.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
 from pyspark.ml.regression import LinearRegressionModel
 
-from cvm_spark.config import (
-    FutureValueConfig,
-)
+from cvm_spark.config import FutureValueConfig
 from cvm_spark.schemas.outputs import MetricRow
-
-log = logging.getLogger(__name__)
-
 
 MODEL = "future_value"
 MANIFEST_VERSION = 1

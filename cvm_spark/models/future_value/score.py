@@ -4,8 +4,6 @@ regression's prediction), no join per cluster.
 
 from __future__ import annotations
 
-import logging
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -13,9 +11,6 @@ from cvm_spark.models.future_value.fit import prediction
 from cvm_spark.models.future_value.model import BASELINE, CLUSTER_ID, FutureValueModel
 from cvm_spark.models.future_value.training import feature_values, require_columns
 from cvm_spark.schemas.inputs import ACCOUNT_ID
-
-log = logging.getLogger(__name__)
-
 
 _KEEP = "_fv_keep_"
 FUTURE_COLUMNS = ["fv_cluster", "future_value"]

@@ -18,11 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from cvm_spark.common.months import add_months
 from cvm_spark.common.timing import StageTimer, no_stage
-from cvm_spark.config import (
-    FeaturesConfig,
-    FutureValueConfig,
-    to_dict,
-)
+from cvm_spark.config import FeaturesConfig, FutureValueConfig, to_dict
 from cvm_spark.models.future_value.fit import fit_future_value
 from cvm_spark.models.future_value.model import (
     MANIFEST_VERSION,

@@ -4,17 +4,13 @@ the H months after (from the shared facts pass, or built from the inputs).
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.common.months import add_months, month_end
-from cvm_spark.config import (
-    FeaturesConfig,
-    FutureValueConfig,
-)
+from cvm_spark.config import FeaturesConfig, FutureValueConfig
 from cvm_spark.features.windows import (
     account_attributes,
     account_base,
@@ -28,8 +24,6 @@ from cvm_spark.features.windows import (
 )
 from cvm_spark.models.future_value.model import BASELINE, LABEL
 from cvm_spark.schemas.inputs import ACCOUNT_ID
-
-log = logging.getLogger(__name__)
 
 
 def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
