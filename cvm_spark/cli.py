@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from cvm_spark.contract.reading import InputSchemaError
-    from cvm_spark.serve.report import ReportError
+    from cvm_spark.serve.report_data import ReportError
     from cvm_spark.storage.locking import SnapshotLockedError
     from cvm_spark.storage.privacy import WarehouseModeError
 

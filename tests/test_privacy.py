@@ -267,7 +267,7 @@ def test_quarantine_rows_keep_only_contract_columns_with_keyed_ids(spark):
 
 
 def test_report_migration_joins_on_the_key(spark):
-    from cvm_spark.serve.report import NEW_ACCOUNT, tier_migration
+    from cvm_spark.serve.report_data import NEW_ACCOUNT, tier_migration
 
     schema = "account_key string, tier string"
     prev = spark.createDataFrame([("k1", "gold"), ("k2", "copper")], schema)

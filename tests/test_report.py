@@ -23,14 +23,13 @@ from cvm_spark import __version__
 from cvm_spark.pipeline.run_log import CodeVersion, detect_code_version, write_run_log
 from cvm_spark.pipeline.runner import _stage
 from cvm_spark.pipeline.summary import RunSummary
-from cvm_spark.serve.report import (
+from cvm_spark.serve.report import render_html, write_report
+from cvm_spark.serve.report_data import (
     GONE_ACCOUNT,
     NEW_ACCOUNT,
     ReportData,
     ReportError,
     collect_report_data,
-    render_html,
-    write_report,
 )
 from cvm_spark.storage.delta import table_path
 
