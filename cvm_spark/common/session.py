@@ -35,7 +35,7 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.enabled": "true",
-    # Tables are registered by location on every start (see delta_io.register_tables), so
+    # Tables are registered by location on every start (see storage.delta.register_tables), so
     # no Hive metastore (and no Derby lock) is needed.
     "spark.sql.catalogImplementation": "in-memory",
     "spark.ui.showConsoleProgress": "false",

@@ -24,8 +24,7 @@ from cvm_spark.models.value import SCALED
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.schemas.outputs import TABLE_DESCRIPTIONS, column_comment
 from cvm_spark.segments.tiers import TIER_COLUMNS
-
-ACCOUNT_KEY = "account_key"
+from cvm_spark.storage.privacy import ACCOUNT_KEY
 
 STRING, DATE, INT, LONG = T.StringType(), T.DateType(), T.IntegerType(), T.LongType()
 DOUBLE, BOOLEAN, TIMESTAMP = T.DoubleType(), T.BooleanType(), T.TimestampType()
