@@ -298,21 +298,19 @@ def test_scores_every_account_once(scores, features_now):
     assert (row.unmatched, row.closed_scored, row.open_unclustered, row.negative) == (0, 0, 0, 0)
 
 
-def test_one_expression_matches_the_spark_models(fitted, features_now, scores):
-    """The hand-built prediction equals LinearRegressionModel.predict on a few accounts."""
-    from pyspark.ml.feature import VectorAssembler
-
+def test_one_expression_matches_the_fitted_regressions(fitted, features_now, scores):
+    """The scored value is baseline + intercept + coefficients . features of the account's
+    cluster, floored at 0, computed here in Python from the fitted parameters."""
     cfg = fitted.config
     sample = features_now.where(~F.col("is_closed")).orderBy("account_id").limit(40)
     prepared = sample.select("account_id", *[F.coalesce(F.col(c).cast("double"), F.lit(0.0))
                                              .alias(c) for c in cfg.input_columns])
-    assembled = VectorAssembler(inputCols=cfg.features, outputCol="x").transform(
-        fitted.pipeline.transform(prepared))
-    by_id = {r.cluster_id: r.model for r in fitted.regressions}
+    by_id = {r.cluster_id: r for r in fitted.regressions}
     expected = {}
-    for r in assembled.select("account_id", "_fv_cluster_id", "x", cfg.baseline_column) \
-            .collect():
-        change = by_id[r["_fv_cluster_id"]].predict(r.x)
+    for r in fitted.pipeline.transform(prepared).collect():
+        reg = by_id[r["_fv_cluster_id"]]
+        change = reg.intercept + sum(c * r[f] for f, c in zip(cfg.features, reg.coefficients,
+                                                              strict=True))
         expected[r.account_id] = max(r[cfg.baseline_column] + change, 0.0)
     got = {r.account_id: r.future_value for r in
            scores.join(sample.select("account_id"), on="account_id", how="inner").collect()}
@@ -350,10 +348,16 @@ def test_reuse_needs_a_saved_model_with_the_same_settings(spark, bank, features_
     with pytest.raises(FutureValueModelNotFound, match=r"2024-11.*retrain"):
         run_future_value(*_inputs(bank), features_now, date(2024, 11, 1), FEATURES, LINES,
                          CFG, seed=SEED, model_root=str(tmp_path), retrain=False)
-    # a save that stopped after emptying the manifest leaves nothing loadable
-    spark.createDataFrame([], "value string").write.text(
-        f"{model_dir(str(tmp_path), SNAPSHOT)}/manifest")
-    with pytest.raises(FutureValueModelNotFound, match="found 0"):
+    # a save that stopped before its last stage leaves nothing loadable
+    import shutil
+    from pathlib import Path
+
+    saved = Path(save_future_value(load_future_value(spark, model_root, SNAPSHOT),
+                                   str(tmp_path), SNAPSHOT))
+    assert load_future_value(spark, str(tmp_path), SNAPSHOT).names
+    last = max((saved / "stages").iterdir(), key=lambda d: int(d.name.split("_")[0]))
+    shutil.rmtree(last)
+    with pytest.raises(FutureValueModelNotFound, match=r"no complete .* 2024-12"):
         load_future_value(spark, str(tmp_path), SNAPSHOT)
     other = FutureValueConfig(k=4, cluster_names=[])
     with pytest.raises(ValueError, match=r"other settings.*\['k', 'cluster_names'\]"):

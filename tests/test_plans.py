@@ -102,7 +102,7 @@ def test_the_recording_covers_the_whole_run(spark, recorded):
     assert {"cvm_spark/models/clv.py", "cvm_spark/models/future_value/fit.py",
             "cvm_spark/segments/tiers.py", "cvm_spark/pipeline/runner.py"} <= \
         {_module(c.call_site) for c in rec.collected}
-    # the model's driver-made DataFrames (metrics, manifest) are known as driver data
+    # the model's driver-made DataFrames (metrics, pyspark.ml metadata) are driver data
     assert any(s.startswith("Scan ExistingRDD[model#") for s in rec.local_scans)
     # the small tables really have no account rows
     for table in SMALL_TABLES:
@@ -269,7 +269,7 @@ def test_self_global_aggregates_and_small_results_pass(spark, accounts_df):
         accounts_df.groupBy("tier").agg(F.count(F.lit(1)).alias("n")).orderBy("tier").collect()
         accounts_df.count()
         accounts_df.select("value").limit(5).collect()
-        # driver data funnelled into one file, as the model manifest is written
+        # driver data funnelled into one file, as pyspark.ml writes a model's metadata
         spark.createDataFrame([("manifest",)], "value string").coalesce(1).collect()
 
     violations, rec = _record(spark, run)

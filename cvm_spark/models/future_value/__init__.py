@@ -41,27 +41,30 @@ Design notes (the *why*):
 
 The package: ``model`` (the fitted parameters and column names), ``training`` (the
 training set), ``fit`` (the fit and its hold-out metrics), ``score`` (the projection that
-scores every account) and ``store`` (saving, loading, and the pipeline's fit-or-load).
+scores every account) and ``store`` (saving and loading with pyspark.ml's writer and
+reader, and the pipeline's fit-or-load).
 """
 
 from cvm_spark.models.future_value.fit import (
     fit_future_value,
     holdout_flag,
     level_weight,
-    prediction,
     training_partitions,
 )
 from cvm_spark.models.future_value.model import (
     BASELINE,
     CLUSTER_ID,
+    CLUSTER_NAME,
     LABEL,
-    MANIFEST_VERSION,
     MIN_TRAINING_PARTITIONS,
     MODEL,
+    PREDICTION,
     TRAINING_ROWS_PER_PARTITION,
     ClusterRegression,
+    ClusterRegressionStage,
     FutureValueModel,
     FutureValueModelNotFound,
+    prediction,
 )
 from cvm_spark.models.future_value.score import FUTURE_COLUMNS, add_future_value, score
 from cvm_spark.models.future_value.store import (
@@ -81,11 +84,12 @@ from cvm_spark.models.future_value.training import (
 )
 
 __all__ = [
-    "BASELINE", "CLUSTER_ID", "FUTURE_COLUMNS", "LABEL", "MANIFEST_VERSION",
-    "MIN_TRAINING_PARTITIONS", "MODEL", "TRAINING_ROWS_PER_PARTITION", "TRAINING_SUFFIX",
-    "ClusterRegression", "FutureValueModel", "FutureValueModelNotFound", "add_future_value",
-    "build_training_set", "fit_future_value", "fit_or_load_future_value", "holdout_flag",
-    "label_aggregates", "level_weight", "load_future_value", "model_dir", "prediction",
-    "run_future_value", "save_future_value", "score", "training_aggregates",
-    "training_columns", "training_from_facts", "training_partitions",
+    "BASELINE", "CLUSTER_ID", "CLUSTER_NAME", "FUTURE_COLUMNS", "LABEL",
+    "MIN_TRAINING_PARTITIONS", "MODEL", "PREDICTION", "TRAINING_ROWS_PER_PARTITION",
+    "TRAINING_SUFFIX", "ClusterRegression", "ClusterRegressionStage", "FutureValueModel",
+    "FutureValueModelNotFound", "add_future_value", "build_training_set", "fit_future_value",
+    "fit_or_load_future_value", "holdout_flag", "label_aggregates", "level_weight",
+    "load_future_value", "model_dir", "prediction", "run_future_value", "save_future_value",
+    "score", "training_aggregates", "training_columns", "training_from_facts",
+    "training_partitions"
 ]

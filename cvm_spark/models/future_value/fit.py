@@ -27,6 +27,7 @@ from cvm_spark.models.future_value.model import (
     TRAINING_ROWS_PER_PARTITION,
     ClusterRegression,
     FutureValueModel,
+    prediction,
 )
 from cvm_spark.models.future_value.training import require_columns
 from cvm_spark.schemas.inputs import ACCOUNT_ID
@@ -89,27 +90,6 @@ def _regression(cfg: FutureValueConfig) -> LinearRegression:
                             elasticNetParam=cfg.elastic_net, loss=cfg.loss,
                             epsilon=cfg.huber_epsilon, standardization=True,
                             **({"weightCol": _WEIGHT} if cfg.weight_by_level else {}))
-
-
-def prediction(regressions: list[ClusterRegression], cfg: FutureValueConfig) -> Column:
-    """The predicted income as one expression over the raw features and the cluster id.
-
-    ``F.when(cluster == c, intercept_c + sum_j coef_cj * x_j)`` for every cluster: one
-    projection for all clusters. There is no ``otherwise``: every KMeans id has a branch.
-    With ``target = change`` the ``baseline`` column is added; with ``floor_at_zero``
-    negative predictions become 0.
-    """
-    expr: Column | None = None
-    for reg in regressions:
-        value = F.lit(reg.intercept)
-        for name, coef in zip(cfg.features, reg.coefficients, strict=True):
-            value = value + F.lit(coef) * F.col(name)
-        cond = F.col(CLUSTER_ID) == F.lit(reg.cluster_id)
-        expr = F.when(cond, value) if expr is None else expr.when(cond, value)
-    assert expr is not None
-    if cfg.target == "change":
-        expr = F.col(BASELINE) + expr
-    return F.greatest(expr, F.lit(0.0)) if cfg.floor_at_zero else expr
 
 
 def _name_clusters(stats: dict[int, dict[str, float]], n_centers: int,
@@ -207,31 +187,9 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
                                  level_weight().alias(_WEIGHT))
                          .persist())
             train = clustered.where(~F.col(_HOLDOUT))
-
-            stats = {
-                r[CLUSTER_ID]: r.asDict()
-                for r in train.groupBy(CLUSTER_ID).agg(
-                    F.count(F.lit(1)).alias("train_rows"),
-                    F.avg(LABEL).alias("mean_label"),
-                    *[F.avg(c).alias(f"centroid:{c}") for c in cfg.cluster_features],
-                ).collect()
-            }
-            ranked = _name_clusters(stats, n_centers, cfg)
-
-            regressions: list[ClusterRegression] = []
-            pooled_model: LinearRegressionModel | None = None
-            for cid, name in ranked:
-                rows = int(stats.get(cid, {}).get("train_rows", 0))
-                if rows >= cfg.min_cluster_rows:
-                    model = _regression(cfg).fit(train.where(F.col(CLUSTER_ID) == cid))
-                    regressions.append(ClusterRegression(cid, name, model, pooled=False))
-                    continue
-                log.warning("future value: cluster %s has %d training rows (< %d); using the "
-                            "regression pooled over all clusters", name, rows, cfg.min_cluster_rows)
-                if pooled_model is None:
-                    pooled_model = _regression(cfg).fit(train)
-                regressions.append(ClusterRegression(cid, name, pooled_model, pooled=True))
-
+            stats = _cluster_stats(train, cfg)
+            regressions = _fit_regressions(train, stats, _name_clusters(stats, n_centers, cfg),
+                                           cfg)
             metrics = _metrics(clustered, regressions, stats, cfg)
     finally:
         if clustered is not None:
@@ -244,6 +202,46 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
              len(regressions), ", ".join(r.name for r in regressions),
              _metric(metrics, "overall", "rmse"), _metric(metrics, "overall", "baseline_rmse"))
     return result
+
+
+def _cluster_stats(train: DataFrame, cfg: FutureValueConfig) -> dict[int, dict[str, float]]:
+    """Per KMeans cluster id of the train part: ``train_rows``, ``mean_label`` and
+    ``centroid:<cluster feature>`` (one aggregate; k rows reach the driver)."""
+    return {
+        r[CLUSTER_ID]: r.asDict()
+        for r in train.groupBy(CLUSTER_ID).agg(
+            F.count(F.lit(1)).alias("train_rows"),
+            F.avg(LABEL).alias("mean_label"),
+            *[F.avg(c).alias(f"centroid:{c}") for c in cfg.cluster_features],
+        ).collect()
+    }
+
+
+def _fit_regressions(train: DataFrame, stats: dict[int, dict[str, float]],
+                     ranked: list[tuple[int, str]], cfg: FutureValueConfig
+                     ) -> list[ClusterRegression]:
+    """One LinearRegression per ranked cluster on its train rows; a cluster with fewer than
+    ``min_cluster_rows`` uses one regression pooled over all clusters (fitted once)."""
+    regressions: list[ClusterRegression] = []
+    pooled_model: LinearRegressionModel | None = None
+    for cid, name in ranked:
+        rows = int(stats.get(cid, {}).get("train_rows", 0))
+        if rows >= cfg.min_cluster_rows:
+            model = _regression(cfg).fit(train.where(F.col(CLUSTER_ID) == cid))
+            regressions.append(_fitted(cid, name, model, pooled=False))
+            continue
+        log.warning("future value: cluster %s has %d training rows (< %d); using the "
+                    "regression pooled over all clusters", name, rows, cfg.min_cluster_rows)
+        if pooled_model is None:
+            pooled_model = _regression(cfg).fit(train)
+        regressions.append(_fitted(cid, name, pooled_model, pooled=True))
+    return regressions
+
+
+def _fitted(cluster_id: int, name: str, model: LinearRegressionModel, pooled: bool
+            ) -> ClusterRegression:
+    return ClusterRegression(cluster_id, name, float(model.intercept),
+                             [float(v) for v in model.coefficients.toArray()], pooled)
 
 
 def _metric(rows: list[MetricRow], scope: str, metric: str) -> float:

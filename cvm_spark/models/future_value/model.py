@@ -1,23 +1,37 @@
 """What a fitted future-value model is: its parameters (the clustering pipeline, one
-regression per cluster), the names of its columns, and its errors.
+regression per cluster), the one expression that scores with them, the names of its
+columns, and its errors.
+
+A fitted model is also one pyspark.ml ``PipelineModel`` (:meth:`FutureValueModel.
+as_pipeline_model`): the clustering stages followed by :class:`ClusterRegressionStage`, a
+Python transformer whose params are the regressions' coefficients, the cluster names, the
+settings, the seed and the metric rows. pyspark.ml's own writer and reader save and load it
+(``store``); its ``transform`` adds the cluster id, name and predicted value.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
-from pyspark.ml import PipelineModel
-from pyspark.ml.regression import LinearRegressionModel
+from pyspark.ml import PipelineModel, Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
-from cvm_spark.config import FutureValueConfig
+from cvm_spark.config import FutureValueConfig, to_dict
 from cvm_spark.schemas.outputs import MetricRow
 
 MODEL = "future_value"
-MANIFEST_VERSION = 1
 # Internal column names (prefixed so they cannot clash with feature columns).
 LABEL = "label"
 BASELINE = "baseline"
 CLUSTER_ID = "_fv_cluster_id"
+# Columns the fitted PipelineModel adds (besides CLUSTER_ID).
+CLUSTER_NAME = "_fv_cluster_name"
+PREDICTION = "_fv_prediction"
 # Accounts per partition of the training frame, and the fewest partitions (two: a shuffle
 # into one partition would send every training row through one task; see
 # training_partitions).
@@ -31,16 +45,30 @@ class ClusterRegression:
 
     cluster_id: int
     name: str
-    model: LinearRegressionModel
+    intercept: float
+    coefficients: list[float]   # one per ``features``, in their order
     pooled: bool  # True: the cluster had too few training rows; the pooled model is used
 
-    @property
-    def intercept(self) -> float:
-        return float(self.model.intercept)
 
-    @property
-    def coefficients(self) -> list[float]:
-        return [float(v) for v in self.model.coefficients.toArray()]
+def prediction(regressions: list[ClusterRegression], cfg: FutureValueConfig) -> Column:
+    """The predicted income as one expression over the raw features and the cluster id.
+
+    ``F.when(cluster == c, intercept_c + sum_j coef_cj * x_j)`` for every cluster: one
+    projection for all clusters. There is no ``otherwise``: every KMeans id has a branch.
+    With ``target = change`` the ``baseline`` column is added; with ``floor_at_zero``
+    negative predictions become 0.
+    """
+    expr: Column | None = None
+    for reg in regressions:
+        value = F.lit(reg.intercept)
+        for name, coef in zip(cfg.features, reg.coefficients, strict=True):
+            value = value + F.lit(coef) * F.col(name)
+        cond = F.col(CLUSTER_ID) == F.lit(reg.cluster_id)
+        expr = F.when(cond, value) if expr is None else expr.when(cond, value)
+    assert expr is not None
+    if cfg.target == "change":
+        expr = F.col(BASELINE) + expr
+    return F.greatest(expr, F.lit(0.0)) if cfg.floor_at_zero else expr
 
 
 @dataclass(frozen=True)
@@ -66,6 +94,102 @@ class FutureValueModel:
     def names(self) -> dict[int, str]:
         """KMeans cluster id -> name."""
         return {r.cluster_id: r.name for r in self.regressions}
+
+    def as_pipeline_model(self) -> PipelineModel:
+        """The whole model as one pyspark.ml ``PipelineModel``: the clustering stages, then
+        a :class:`ClusterRegressionStage` holding everything else. Its ``transform`` adds
+        ``CLUSTER_ID``, ``CLUSTER_NAME`` and ``PREDICTION``; ``write()``/``load`` are
+        pyspark.ml's own."""
+        return PipelineModel(stages=[*self.pipeline.stages, ClusterRegressionStage.of(self)])
+
+    @classmethod
+    def from_pipeline_model(cls, model: PipelineModel) -> FutureValueModel:
+        """The inverse of :meth:`as_pipeline_model` (e.g. after ``PipelineModel.load``).
+
+        Raises:
+            ValueError: the last stage is not a :class:`ClusterRegressionStage`.
+        """
+        *clustering, last = model.stages
+        if not isinstance(last, ClusterRegressionStage):
+            raise ValueError(f"not a future-value model: its last stage is "
+                             f"{type(last).__name__}, not ClusterRegressionStage")
+        return FutureValueModel(pipeline=PipelineModel(stages=clustering),
+                                regressions=last.regressions(), config=last.config(),
+                                seed=last.getOrDefault(last.seed),
+                                metrics=last.metrics())
+
+
+class ClusterRegressionStage(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """The fitted regressions, cluster names, settings, seed and metric rows of a
+    future-value model, as a pyspark.ml transformer with JSON-serialisable params (so
+    ``DefaultParamsWriter``/``DefaultParamsReader`` save and load it, also inside a
+    ``PipelineModel``).
+
+    ``transform`` expects ``CLUSTER_ID`` (the KMeans stage's output), the configured
+    features with nulls as 0 and, with ``target: change``, ``BASELINE``; it adds
+    ``CLUSTER_NAME`` and ``PREDICTION`` (:func:`prediction`) in one projection.
+    """
+
+    clusterIds = Param(Params._dummy(), "clusterIds", "KMeans cluster ids, in rank order",
+                       typeConverter=TypeConverters.toListInt)
+    clusterNames = Param(Params._dummy(), "clusterNames", "name of each cluster",
+                         typeConverter=TypeConverters.toListString)
+    pooled = Param(Params._dummy(), "pooled", "1 where the cluster uses the pooled regression",
+                   typeConverter=TypeConverters.toListInt)
+    intercepts = Param(Params._dummy(), "intercepts", "intercept of each cluster's regression",
+                       typeConverter=TypeConverters.toListFloat)
+    coefficients = Param(Params._dummy(), "coefficients",
+                         "coefficients of each cluster's regression, in feature order",
+                         typeConverter=TypeConverters.toListListFloat)
+    settings = Param(Params._dummy(), "settings", "the future_value settings (JSON)",
+                     typeConverter=TypeConverters.toString)
+    seed = Param(Params._dummy(), "seed", "seed of KMeans and of the hold-out split",
+                 typeConverter=TypeConverters.toInt)
+    fitMetrics = Param(Params._dummy(), "fitMetrics",
+                       "metric rows (model, scope, metric, value) of the fit (JSON)",
+                       typeConverter=TypeConverters.toString)
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @classmethod
+    def of(cls, model: FutureValueModel) -> ClusterRegressionStage:
+        regs = model.regressions
+        stage = cls()
+        stage._set(clusterIds=[r.cluster_id for r in regs],
+                   clusterNames=[r.name for r in regs],
+                   pooled=[int(r.pooled) for r in regs],
+                   intercepts=[r.intercept for r in regs],
+                   coefficients=[list(r.coefficients) for r in regs],
+                   settings=json.dumps(to_dict(model.config), sort_keys=True),
+                   seed=model.seed,
+                   fitMetrics=json.dumps([list(m) for m in model.metrics]))
+        return stage
+
+    def _value(self, param: Param) -> Any:
+        return self.getOrDefault(param)
+
+    def config(self) -> FutureValueConfig:
+        return FutureValueConfig(**json.loads(self._value(self.settings)))
+
+    def regressions(self) -> list[ClusterRegression]:
+        return [ClusterRegression(cid, name, float(b), [float(c) for c in coefs], bool(p))
+                for cid, name, b, coefs, p in zip(
+                    self._value(self.clusterIds), self._value(self.clusterNames),
+                    self._value(self.intercepts), self._value(self.coefficients),
+                    self._value(self.pooled), strict=True)]
+
+    def metrics(self) -> list[MetricRow]:
+        return [(m[0], m[1], m[2], float(m[3])) for m in json.loads(self._value(self.fitMetrics))]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        regressions = self.regressions()
+        names = {r.cluster_id: r.name for r in regressions}
+        # KMeans ids are 0..n-1, so the name is an array lookup (no CASE, no catch-all).
+        name = F.element_at(F.array(*[F.lit(names[i]) for i in range(len(names))]),
+                            F.col(CLUSTER_ID) + 1)
+        return dataset.select("*", name.alias(CLUSTER_NAME),
+                              prediction(regressions, self.config()).alias(PREDICTION))
 
 
 class FutureValueModelNotFound(FileNotFoundError):

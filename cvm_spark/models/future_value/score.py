@@ -7,8 +7,12 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cvm_spark.models.future_value.fit import prediction
-from cvm_spark.models.future_value.model import BASELINE, CLUSTER_ID, FutureValueModel
+from cvm_spark.models.future_value.model import (
+    BASELINE,
+    CLUSTER_NAME,
+    PREDICTION,
+    FutureValueModel,
+)
 from cvm_spark.models.future_value.training import feature_values, require_columns
 from cvm_spark.schemas.inputs import ACCOUNT_ID
 
@@ -18,7 +22,8 @@ FUTURE_COLUMNS = ["fv_cluster", "future_value"]
 
 def add_future_value(df: DataFrame, model: FutureValueModel) -> DataFrame:
     """``df`` plus ``fv_cluster`` and ``future_value`` (see :func:`score`): one projection
-    through the fitted pipeline and the regressions' expression; ``df``'s own columns are
+    through the fitted ``PipelineModel`` (clusters, then the regressions' expression,
+    :meth:`FutureValueModel.as_pipeline_model`); ``df``'s own columns are
     kept as they are (the models read the features with nulls as 0 under the same names,
     so the originals are carried aside and put back)."""
     cfg = model.config
@@ -32,16 +37,11 @@ def add_future_value(df: DataFrame, model: FutureValueModel) -> DataFrame:
         *kept, *feature_values(columns),
         *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(BASELINE) for c in baseline],
         closed.alias("_fv_closed"))
-    names = model.names
-    # KMeans ids are 0..n-1, so the name is an array lookup (no CASE, no catch-all).
-    name = F.element_at(F.array(*[F.lit(names[i]) for i in range(len(names))]),
-                        F.col(CLUSTER_ID) + 1)
-    value = prediction(model.regressions, cfg)
     is_closed = F.col("_fv_closed")
-    return model.pipeline.transform(prepared).select(
+    return model.as_pipeline_model().transform(prepared).select(
         *[F.col(f"{_KEEP}{c}").alias(c) if c in columns else F.col(c) for c in df.columns],
-        F.when(~is_closed, name).alias("fv_cluster"),
-        F.when(is_closed, F.lit(0.0)).otherwise(value).alias("future_value"),
+        F.when(~is_closed, F.col(CLUSTER_NAME)).alias("fv_cluster"),
+        F.when(is_closed, F.lit(0.0)).otherwise(F.col(PREDICTION)).alias("future_value"),
     )
 
 

@@ -5,25 +5,21 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
 from pyspark.ml import PipelineModel
-from pyspark.ml.regression import LinearRegressionModel
 from pyspark.sql import DataFrame, SparkSession
 
-from cvm_spark.common.months import add_months
 from cvm_spark.common.timing import StageTimer, no_stage
-from cvm_spark.config import FeaturesConfig, FutureValueConfig, to_dict
+from cvm_spark.config import FeaturesConfig, FutureValueConfig
 from cvm_spark.models.future_value.fit import fit_future_value
 from cvm_spark.models.future_value.model import (
-    MANIFEST_VERSION,
     MODEL,
-    ClusterRegression,
     FutureValueModel,
     FutureValueModelNotFound,
 )
@@ -41,76 +37,46 @@ def model_dir(root: str, snapshot: date) -> str:
 
 
 def save_future_value(model: FutureValueModel, root: str, snapshot: date) -> str:
-    """Save the pipeline, the per-cluster regressions and a JSON manifest (overwriting).
+    """Save the model with pyspark.ml's own writer (overwriting the snapshot's).
 
-    Layout under :func:`model_dir`: ``pipeline/`` (PipelineModel), ``regression/cluster_<id>/``
-    (LinearRegressionModel per KMeans id; a pooled fallback is saved under each cluster using
-    it) and ``manifest/`` (one text file: JSON with names, features, config and its
-    fingerprint, seed and metric rows). The manifest is emptied first and written last, so
-    a save that did not finish is not found by :func:`load_future_value`.
+    What is saved is :meth:`FutureValueModel.as_pipeline_model`: a ``PipelineModel`` of the
+    clustering stages and the :class:`ClusterRegressionStage` (regressions, names, settings,
+    seed, metric rows), in pyspark.ml's layout under :func:`model_dir` (``metadata/`` and
+    ``stages/<i>_<uid>/``). The writer writes the pipeline's metadata first and the
+    regression stage last, so a save that did not finish is not loadable
+    (:func:`load_future_value` reports it as not found).
 
     Returns:
         The model directory.
     """
     path = model_dir(root, snapshot)
-    spark = SparkSession.active()
-    manifest_path = f"{path}/manifest"
-    # An empty manifest first: if this save stops half-way over an older model, the
-    # directory holds no usable manifest rather than one describing other files.
-    spark.createDataFrame([], "value string").coalesce(1).write.mode("overwrite") \
-        .text(manifest_path)
-    model.pipeline.write().overwrite().save(f"{path}/pipeline")
-    for reg in model.regressions:
-        reg.model.write().overwrite().save(f"{path}/regression/cluster_{reg.cluster_id}")
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "model": MODEL,
-        "snapshot_month": f"{snapshot:%Y-%m}",
-        "trained_as_of": f"{add_months(snapshot, -model.config.horizon_months):%Y-%m}",
-        "seed": model.seed,
-        "config": to_dict(model.config),
-        "config_fingerprint": model.config.fingerprint(),
-        "clusters": [{"cluster_id": r.cluster_id, "name": r.name, "pooled": r.pooled,
-                      "path": f"regression/cluster_{r.cluster_id}"} for r in model.regressions],
-        "metrics": [list(m) for m in model.metrics],
-    }
-    (spark.createDataFrame([(json.dumps(manifest, indent=2),)], "value string")
-     .coalesce(1).write.mode("overwrite").text(manifest_path))
+    model.as_pipeline_model().write().overwrite().save(path)
     log.info("future value: saved model to %s", path)
     return path
 
 
+# What reading a model directory that is missing, half-written or of another layout raises:
+# a missing path (AnalysisException), a stage directory the metadata lists but the save
+# never wrote (Py4JJavaError from a Java stage's reader, AnalysisException from a Python
+# one), metadata that is not what this version wrote (KeyError, ValueError incl. JSON).
+_UNREADABLE = (AnalysisException, Py4JJavaError, KeyError, ValueError, TypeError)
+
+
 def load_future_value(spark: SparkSession, root: str, snapshot: date) -> FutureValueModel:
-    """Load the model saved for ``snapshot`` under ``root``.
+    """Load the model saved for ``snapshot`` under ``root`` (pyspark.ml's reader).
 
     Raises:
-        FutureValueModelNotFound: nothing (complete) is saved there.
+        FutureValueModelNotFound: nothing (complete, of this version's layout) is saved there.
     """
     path = model_dir(root, snapshot)
     try:
-        rows = spark.read.text(f"{path}/manifest", wholetext=True).collect()
-    except AnalysisException as exc:
+        loaded = PipelineModel.load(path)
+        return FutureValueModel.from_pipeline_model(loaded)
+    except _UNREADABLE as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FutureValueModelNotFound(
-            f"no future-value model saved for snapshot {snapshot:%Y-%m} under {path} "
-            f"(run with retrain to fit one): {str(exc).splitlines()[0]}") from None
-    texts = [r.value for r in rows if r.value.strip()]
-    if len(texts) != 1:
-        raise FutureValueModelNotFound(f"{path}/manifest: expected one manifest file, "
-                                       f"found {len(texts)}")
-    manifest = json.loads(texts[0])
-    try:
-        config = FutureValueConfig(**manifest["config"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}/manifest: settings this version cannot use ({exc}); "
-                         f"run with retrain") from None
-    pipeline = PipelineModel.load(f"{path}/pipeline")
-    regressions = [ClusterRegression(c["cluster_id"], c["name"],
-                                     LinearRegressionModel.load(f"{path}/{c['path']}"),
-                                     bool(c["pooled"]))
-                   for c in manifest["clusters"]]
-    metrics = [(m[0], m[1], m[2], float(m[3])) for m in manifest["metrics"]]
-    return FutureValueModel(pipeline=pipeline, regressions=regressions, config=config,
-                            seed=int(manifest["seed"]), metrics=metrics)
+            f"no complete future-value model saved for snapshot {snapshot:%Y-%m} under "
+            f"{path} (run with retrain to fit one): {first}") from None
 
 
 def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, snapshot: date,
@@ -165,8 +131,8 @@ def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_produ
     """:func:`fit_or_load_future_value`, then score the current snapshot (:func:`score`).
 
     Returns:
-        The scores and the metric rows of the fit (read back from the manifest when
-        reusing).
+        The scores and the metric rows of the fit (read back from the saved model
+        when reusing).
     """
     training = (build_training_set(accounts, transactions, monthly_product, snapshot,
                                    features_cfg, product_lines, cfg) if retrain else None)
