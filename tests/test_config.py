@@ -38,6 +38,10 @@ def test_shipped_config_loads():
      r"rfm\.segments\[0\]\.r \[1, 6\] outside 1\.\.5"),
     ({"generator.accounts": 0}, r"generator\.accounts must be >= 10"),
     ({"validation.data_start": "2030-01-01"}, r"data_start must be before snapshot_month"),
+    ({"tiers.campaigns": [{"name": "x", "reason": "y", "conditions": [
+        {"column": "lifecycle_stage", "op": "in", "value": ["new", "churn"]}]}]},
+     r"tiers\.campaigns\[0\]\.conditions\[0\]\.value names lifecycle stage\(s\) "
+     r"\['churn'\] that do not exist; the stages are \['potential'"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -338,7 +338,6 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     every cvm_spark log line, the printed summary and the HTML report."""
     from conftest import LogLines
 
-    from cvm_spark.pipeline import scoring as model
     from cvm_spark.pipeline.runner import run_snapshot
     from cvm_spark.serve.report import write_report
 
@@ -348,10 +347,10 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     data["privacy"].update(pseudonymise=True, key_env="CVM_TEST_PSEUDONYM_SECRET")
     cfg = load_config_dict(data)
     key = PseudonymKey(SECRET.encode(), "test")
-    with pytest.MonkeyPatch.context() as mp, LogLines().capture() as logs:
-        mp.setattr(model, "run_value_model", _stand_in_model)
+    with LogLines().capture() as logs:
         summary = run_snapshot(spark, cfg, pseudonym_key=key,
-                               started_at=datetime(2025, 1, 1, tzinfo=UTC))
+                               started_at=datetime(2025, 1, 1, tzinfo=UTC),
+                               score_models=_stand_in_model)
         report = write_report(spark, cfg, root / "report.html").read_text(encoding="utf-8")
     text = "\n".join([*logs.lines, summary.render()])
     return cfg, key, summary, text, report

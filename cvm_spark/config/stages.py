@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvm_spark.config.checks import check
+from cvm_spark.schemas.outputs import LIFECYCLE_STAGES
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,11 @@ class CampaignCondition:
         elif self.op not in ("is_null", "not_null"):
             check(isinstance(self.value, (int, float, str)) and not isinstance(self.value, bool),
                   f"value must be a number or string for op {self.op}")
+        if self.column == "lifecycle_stage" and self.op in ("in", "not_in", "==", "!="):
+            values = self.value if isinstance(self.value, list) else [self.value]
+            unknown = [v for v in values if v not in LIFECYCLE_STAGES]
+            check(not unknown, f"value names lifecycle stage(s) {unknown} that do not exist; "
+                               f"the stages are {list(LIFECYCLE_STAGES)}")
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,8 @@ def score_rfm(features: DataFrame, cfg: RfmConfig, cuts: RfmCuts | None = None) 
                              *[c.alias(name) for name, c in rfm_scores(cuts, cfg).items()])
     return scored.select(*[c.alias(name) for name, c in rfm_columns(cfg).items()],
                          *BTYD_COLUMNS)
+
+
+def segment_counts(cfg: RfmConfig) -> dict[str, Column]:
+    """Rows per RFM segment (aggregates observed while the rfm table is written)."""
+    return {rule.name: F.count_if(F.col("segment") == F.lit(rule.name)) for rule in cfg.segments}

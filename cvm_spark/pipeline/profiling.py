@@ -216,16 +216,7 @@ def profile_events(events: Iterable[dict[str, Any]], run_id: str | None = None) 
             metrics = e.get("Task Metrics")
             if name is None or not metrics:
                 continue
-            p = prof(name)
-            p.task_seconds += metrics.get("Executor Run Time", 0) / 1000.0
-            read = metrics.get("Shuffle Read Metrics", {})
-            p.shuffle_read_bytes += (read.get("Remote Bytes Read", 0)
-                                     + read.get("Local Bytes Read", 0))
-            p.shuffle_write_bytes += metrics.get("Shuffle Write Metrics", {}).get(
-                "Shuffle Bytes Written", 0)
-            p.spill_bytes += (metrics.get("Memory Bytes Spilled", 0)
-                              + metrics.get("Disk Bytes Spilled", 0))
-            p.input_bytes += metrics.get("Input Metrics", {}).get("Bytes Read", 0)
+            _add_task(prof(name), metrics)
     for name, ids in planned.items():
         prof(name).skipped_stages = len(ids - ran)
     for ex, name in exec_stage.items():
@@ -233,6 +224,17 @@ def profile_events(events: Iterable[dict[str, Any]], run_id: str | None = None) 
         p.sql_executions += 1
         p.largest_plan_chars = max(p.largest_plan_chars, plans.get(ex, 0))
     return out
+
+
+def _add_task(p: StageProfile, metrics: dict[str, Any]) -> None:
+    """Add one task's run time, shuffle, spill and input bytes to its stage's profile."""
+    p.task_seconds += metrics.get("Executor Run Time", 0) / 1000.0
+    read = metrics.get("Shuffle Read Metrics", {})
+    p.shuffle_read_bytes += read.get("Remote Bytes Read", 0) + read.get("Local Bytes Read", 0)
+    p.shuffle_write_bytes += metrics.get("Shuffle Write Metrics", {}).get(
+        "Shuffle Bytes Written", 0)
+    p.spill_bytes += metrics.get("Memory Bytes Spilled", 0) + metrics.get("Disk Bytes Spilled", 0)
+    p.input_bytes += metrics.get("Input Metrics", {}).get("Bytes Read", 0)
 
 
 def profile_log(path: str | Path, run_id: str | None = None) -> RunProfile:

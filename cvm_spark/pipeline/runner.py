@@ -31,12 +31,14 @@ from cvm_spark.common.session import sized_shuffles
 from cvm_spark.config import MODELS_DIR, CvmConfig
 from cvm_spark.contract.reading import read_inputs
 from cvm_spark.contract.validate import check_snapshot_data, validate_inputs
-from cvm_spark.features.rfm import fit_rfm, score_rfm
+from cvm_spark.features.rfm import fit_rfm, score_rfm, segment_counts
 from cvm_spark.features.windows import BTYD_COLUMNS
 from cvm_spark.pipeline.facts import build_account_facts, features_of
 from cvm_spark.pipeline.profiling import tag_stage
 from cvm_spark.pipeline.run_log import CodeVersion, write_run_log
+from cvm_spark.pipeline.scoring import ModelOutputs, run_value_model
 from cvm_spark.pipeline.summary import STEP_NAMES, RunSummary
+from cvm_spark.segments.tiers import tier_counts
 from cvm_spark.storage.delta import register_tables, table_path, write_observed
 from cvm_spark.storage.locking import snapshot_lock
 from cvm_spark.storage.privacy import (
@@ -118,7 +120,8 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                  on_stage: Callable[[str, RunSummary], Any] | None = None,
                  code_version: CodeVersion | None = None,
                  started_at: datetime | None = None, break_lock: bool = False,
-                 pseudonym_key: PseudonymKey | None = None, until: str = "model"
+                 pseudonym_key: PseudonymKey | None = None, until: str = "model",
+                 score_models: Callable[..., ModelOutputs] = run_value_model
                  ) -> RunSummary:
     """Run the pipeline for ``cfg.snapshot_month`` and write its Delta tables.
 
@@ -143,6 +146,9 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
             before Spark starts); read from the environment or key file when not given.
         until: the last step to run (:data:`STEP_NAMES`; ``cvm run --until``); a run that
             stops before the last step writes its steps' tables but no run_log rows.
+        score_models: the model step's function, called with the arguments of
+            :func:`cvm_spark.pipeline.scoring.run_value_model` (the default); tests pass a
+            cheap stand-in that returns frames of the model tables' shape.
 
     Returns:
         A :class:`RunSummary`.
@@ -162,7 +168,7 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
                        app_id=_application_id(spark), started_at=started_at,
                        break_lock=break_lock):
         return _run_locked(spark, cfg, run_id, generate, retrain, on_stage, code_version,
-                           started_at, key, until)
+                           started_at, key, until, score_models)
 
 
 def _application_id(spark: SparkSession) -> str | None:
@@ -176,7 +182,8 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str,
                 generate: Callable[[SparkSession, CvmConfig], Any] | None,
                 retrain: bool, on_stage: Callable[[str, RunSummary], Any] | None,
                 code_version: CodeVersion | None, started_at: datetime | None,
-                key: PseudonymKey | None, until: str) -> RunSummary:
+                key: PseudonymKey | None, until: str,
+                score_models: Callable[..., ModelOutputs] = run_value_model) -> RunSummary:
     """The body of :func:`run_snapshot`, run while the snapshot's lock is held."""
     snapshot = cfg.snapshot
     summary = RunSummary(run_id=run_id, snapshot_month=snapshot.isoformat())
@@ -195,7 +202,7 @@ def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str,
     if key is not None:
         redact_plans(spark)
     with ExitStack() as resources:
-        run = Run(spark, cfg, summary, key, retrain, resources)
+        run = Run(spark, cfg, summary, key, retrain, resources, score_models)
         _run_steps(run, done, until, code_version, started_at)
     return summary
 
@@ -212,6 +219,7 @@ class Run:
     key: PseudonymKey | None
     retrain: bool
     resources: ExitStack
+    score_models: Callable[..., ModelOutputs] = run_value_model
     results: dict[str, Any] = field(default_factory=dict)
 
     def stage(self, name: str) -> AbstractContextManager[None]:
@@ -282,18 +290,16 @@ def _rfm(run: Run) -> None:
     rfm_cuts = fit_rfm(features, cfg.rfm)
     # segments counted while the table is written (no second pass)
     observed = run.write(score_rfm(features, cfg.rfm, rfm_cuts), "rfm",
-                         observe=segment_observations(cfg))
+                         observe=segment_counts(cfg.rfm))
     run.summary.segments = {name: int(n) for name, n in observed.items() if n}
     run.results["rfm_cuts"] = rfm_cuts
 
 
 def _model(run: Run) -> None:
-    from cvm_spark.pipeline.scoring import run_value_model
-
     spark, cfg, summary, r = run.spark, run.cfg, run.summary, run.results
     # each model step is a stage of its own (timed, logged, in run_log), then one stage
     # per table written
-    outputs = run_value_model(spark, cfg, r["accepted"], r["facts"], r["rfm_cuts"],
+    outputs = run.score_models(spark, cfg, r["accepted"], r["facts"], r["rfm_cuts"],
                               summary.run_id, model_root=model_root(cfg),
                               materialize=r["work"].materialize,
                               accounts=summary.rows_written["features"],
@@ -302,7 +308,7 @@ def _model(run: Run) -> None:
     for table in MODEL_TABLES:
         with run.stage(f"write_{table}"):
             observed = run.write(getattr(outputs, table), table,
-                                 observe=tier_observations(cfg) if table == "tiers" else None)
+                                 observe=tier_counts(cfg.tiers) if table == "tiers" else None)
             if table == "tiers":
                 summary.tiers = {name: int(n) for name, n in observed.items() if n}
     with run.stage("model_summary"):
@@ -370,18 +376,6 @@ def _run_steps(run: Run, done: Callable[[str], None], until: str,
     summary.rows_written["run_log"] = write_run_log(run.spark, run.cfg, summary, code_version,
                                                     started_at)
     summary.tables["run_log"] = table_path(run.cfg.output, "run_log")
-
-
-def segment_observations(cfg: CvmConfig) -> dict[str, Column]:
-    """Rows per RFM segment, observed while the rfm table is written."""
-    return {rule.name: F.count_if(F.col("segment") == F.lit(rule.name))
-            for rule in cfg.rfm.segments}
-
-
-def tier_observations(cfg: CvmConfig) -> dict[str, Column]:
-    """Rows per tier, observed while the tiers table is written."""
-    return {rule.name: F.count_if(F.col("tier") == F.lit(rule.name))
-            for rule in cfg.tiers.tiers}
 
 
 def _write(summary: RunSummary, df: DataFrame, table: str, cfg: CvmConfig,

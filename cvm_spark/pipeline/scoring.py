@@ -43,12 +43,13 @@ from cvm_spark.models.credit import credit_grades
 from cvm_spark.models.elasticity import ELASTICITY_COLUMNS
 from cvm_spark.models.future_value import (
     FUTURE_COLUMNS,
+    FutureValueModel,
     add_future_value,
     fit_or_load_future_value,
     training_from_facts,
     training_partitions,
 )
-from cvm_spark.models.loyalty import add_loyalty, fit_loyalty, loyalty_columns
+from cvm_spark.models.loyalty import LoyaltyModel, add_loyalty, fit_loyalty, loyalty_columns
 from cvm_spark.models.value import (
     PERCENTILE_ACCURACY,
     SCALED,
@@ -154,89 +155,127 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
             actually run. What is left (the outputs'
             projections) runs in the writes.
     """
-    snapshot = cfg.snapshot
-    tm, vm = cfg.features.trend_months, cfg.features.volatility_months
-    trend_col, vol_col = f"income_trend_{tm}m", f"income_volatility_{vm}m"
-    arpu_col = f"arpu_{max(cfg.features.windows_months)}m"
-
+    trend_col, vol_col, arpu_col = _window_columns(cfg)
     # 0. the per-account columns every model reads, written once: the fits pass over them
     # several times, and derived in the same query as the scoring projections they would
     # make one generated method of ~56 KB (the JVM's limit is 64 KB) and a 1.2 MB task binary
     with stage("model_base"):
         scored_base = materialize(scored_base_of(facts, cfg, k_data_start), "model_base")
-    features = scored_base
+    # 1. fits; 2. one frame per account: the scoring projections
+    fitted = _fit_models(spark, cfg, scored_base, facts, model_root, materialize, accounts,
+                         retrain, stage)
+    frame = _account_frame(scored_base, fitted, rfm_cuts, cfg)
+    # 3. the aggregates of other inputs joined, the value components and their percentiles
+    with stage("value_components"):
+        scores, cuts = _value_components(frame, scored_base, accepted, cfg, materialize)
+    with stage("tiers"):
+        abc = fit_abc(scores, "contribution_value", cfg.tiers, cuts=cuts["abc"])
+        assigned = materialize(
+            add_tiers(scores, cfg.tiers, trend_col, arpu_col, vol_col, abc,
+                      credit_grade_col=cfg.tiers.credit_grade_column), "scores")
+    metrics = metrics_frame(spark, fitted.metrics, cfg.snapshot, run_id)
+    return ModelOutputs(value_scores=assigned.select(*table_columns("value_scores", cfg)),
+                        tiers=assigned.select(*TIER_COLUMNS),
+                        campaign_targets=campaign_targets(assigned, cfg.tiers),
+                        tier_summary=tier_summary(assigned), model_metrics=metrics)
 
-    # 1. fits
+
+def _window_columns(cfg: CvmConfig) -> tuple[str, str, str]:
+    """The trend, volatility and ARPU feature columns the tiers read."""
+    f = cfg.features
+    return (f"income_trend_{f.trend_months}m", f"income_volatility_{f.volatility_months}m",
+            f"arpu_{max(f.windows_months)}m")
+
+
+def _base_columns(cfg: CvmConfig) -> list[str]:
+    return [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
+            *_window_columns(cfg)]
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """The fitted models of a run (the CLV model is None when its fit was not usable)."""
+
+    loyalty: LoyaltyModel
+    future: FutureValueModel
+    clv: ClvModel | None
+    clv_metrics: list[MetricRow]
+
+    @property
+    def metrics(self) -> list[MetricRow]:
+        return self.future.metrics + self.loyalty.metrics + self.clv_metrics
+
+
+def _fit_models(spark: SparkSession, cfg: CvmConfig, features: DataFrame, facts: DataFrame,
+                model_root: str, materialize: Materialize, accounts: int, retrain: bool,
+                stage: StageTimer) -> _Fitted:
+    """Loyalty weights, the future-value model (fitted or loaded) and BG/NBD + Gamma-Gamma."""
     with stage("loyalty"):
         loyalty = fit_loyalty(features, cfg.loyalty)
-    training = training_from_facts(facts, snapshot, cfg.features,
+    training = training_from_facts(facts, cfg.snapshot, cfg.features,
                                    cfg.validation.product_lines, cfg.future_value)
     future = fit_or_load_future_value(
-        spark, training if retrain else None, snapshot, cfg.future_value, seed=cfg.run_seed,
-        model_root=model_root, retrain=retrain, stage=stage, materialize=materialize,
-        partitions=training_partitions(accounts))
+        spark, training if retrain else None, cfg.snapshot, cfg.future_value,
+        seed=cfg.run_seed, model_root=model_root, retrain=retrain, stage=stage,
+        materialize=materialize, partitions=training_partitions(accounts))
     with stage("bgnbd"):
         clv, clv_metrics = fit_lifetime_value(features, cfg)
+    return _Fitted(loyalty, future, clv, clv_metrics)
 
-    # 2. one frame per account: scoring projections, then the aggregates of other inputs
-    needed = [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
-              trend_col, vol_col, arpu_col, *cfg.loyalty.feature_columns,
+
+def _account_frame(scored_base: DataFrame, fitted: _Fitted, rfm_cuts: RfmCuts,
+                   cfg: CvmConfig) -> DataFrame:
+    """One row per account: the base columns, the value and elasticity columns, the
+    loyalty, future-value and CLV scores and the RFM segment (projections only)."""
+    needed = [*_base_columns(cfg), *cfg.loyalty.feature_columns,
               *cfg.future_value.input_columns, cfg.future_value.baseline_column,
               f"frequency_{cfg.rfm.window_months}m", f"monetary_{cfg.rfm.window_months}m",
               *BTYD_COLUMNS]
-    base_columns = [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
-                    trend_col, vol_col, arpu_col]
     own = [*value_columns(cfg.value), *ELASTICITY_COLUMNS]
     frame = scored_base.select(*dict.fromkeys([*needed, *own]))
-    frame = add_loyalty(frame, loyalty)
-    frame = add_future_value(frame, future)
-    frame = add_lifetime_value(frame, clv, cfg)
+    frame = add_loyalty(frame, fitted.loyalty)
+    frame = add_future_value(frame, fitted.future)
+    frame = add_lifetime_value(frame, fitted.clv, cfg)
     # the scores first, in a projection of their own: the segment's rules each test them
     scores = rfm_scores(rfm_cuts, cfg.rfm)
     frame = frame.select("*", *[c.alias(f"_rfm_{name}") for name, c in scores.items()])
     segment = rfm_segment(cfg.rfm, *[F.col(f"_rfm_{name}") for name in scores])
-    frame = frame.select(*base_columns, *own, *loyalty_columns(cfg.loyalty), *FUTURE_COLUMNS,
-                         *CLV_COLUMNS, segment.alias("segment"))
+    return frame.select(*_base_columns(cfg), *own, *loyalty_columns(cfg.loyalty),
+                        *FUTURE_COLUMNS, *CLV_COLUMNS, segment.alias("segment"))
 
+
+def _value_components(frame: DataFrame, scored_base: DataFrame,
+                      accepted: dict[str, DataFrame], cfg: CvmConfig,
+                      materialize: Materialize) -> tuple[DataFrame, dict[str, list[float]]]:
+    """Influence and credit joined to the account frame, the percentile-scaled value
+    components and the contribution value; returns (scores, contribution cut points)."""
     influence = influence_value(accepted["relations"], accepted["transactions"],
-                                scored_base.select(ACCOUNT_ID, "current_value"), snapshot,
+                                scored_base.select(ACCOUNT_ID, "current_value"), cfg.snapshot,
                                 cfg.value)
-    credit = credit_grades(accepted["credit"], snapshot, cfg.credit)
+    credit = credit_grades(accepted["credit"], cfg.snapshot, cfg.credit)
     undefined = cfg.elasticity.labels.undefined
     joined = (frame.join(influence, on=ACCOUNT_ID, how="left")
               .join(credit, on=ACCOUNT_ID, how="left"))
     group_cols = [f"current_value_{g}" for g in cfg.value.product_groups]
     value_cols = table_columns("value_scores", cfg)
     raw_value_cols = value_cols[:value_cols.index(f"{SCALED[0]}_pct")]
-    with stage("value_components"):
-        inputs = materialize(joined.select(
-            *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c == "elasticity_class"
-              else F.col(c) for c in dict.fromkeys([*base_columns, *raw_value_cols,
-                                                    "segment"])]), "model_inputs")
-        scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points)
-        # written once: the contribution's cut points and the tiers both read it, and the
-        # percentile projections of a dozen columns and the tier rules in one generated
-        # method outgrow the JVM's 64 KB limit (codegen then falls back to interpreting)
-        scored = materialize(
-            scaled.select("*", contribution_value(cfg.value).alias("contribution_value")),
-            "scored")
-        # the contribution's percentile and ABC cut points: one aggregate (the same
-        # expression when both use the same points, which Spark then computes once)
-        cuts = _contribution_cuts(scored, cfg)
-        scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points,
-                                  cuts={"contribution_value": cuts["pct"]})
-
-    with stage("tiers"):
-        abc = fit_abc(scores, "contribution_value", cfg.tiers, cuts=cuts["abc"])
-        assigned = materialize(
-            add_tiers(scores, cfg.tiers, trend_col, arpu_col, vol_col, abc,
-                      credit_grade_col=cfg.tiers.credit_grade_column), "scores")
-    metrics = metrics_frame(spark, future.metrics + loyalty.metrics + clv_metrics, snapshot,
-                            run_id)
-    return ModelOutputs(value_scores=assigned.select(*value_cols),
-                        tiers=assigned.select(*TIER_COLUMNS),
-                        campaign_targets=campaign_targets(assigned, cfg.tiers),
-                        tier_summary=tier_summary(assigned), model_metrics=metrics)
+    inputs = materialize(joined.select(
+        *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c == "elasticity_class"
+          else F.col(c) for c in dict.fromkeys([*_base_columns(cfg), *raw_value_cols,
+                                                "segment"])]), "model_inputs")
+    scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points)
+    # written once: the contribution's cut points and the tiers both read it, and the
+    # percentile projections of a dozen columns and the tier rules in one generated
+    # method outgrow the JVM's 64 KB limit (codegen then falls back to interpreting)
+    scored = materialize(
+        scaled.select("*", contribution_value(cfg.value).alias("contribution_value")),
+        "scored")
+    # the contribution's percentile and ABC cut points: one aggregate (the same
+    # expression when both use the same points, which Spark then computes once)
+    cuts = _contribution_cuts(scored, cfg)
+    scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points,
+                              cuts={"contribution_value": cuts["pct"]})
+    return scores, cuts
 
 
 def _contribution_cuts(scored: DataFrame, cfg: CvmConfig) -> dict[str, list[float]]:

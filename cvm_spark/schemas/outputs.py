@@ -12,6 +12,10 @@ import re
 # A row of the model_metrics table as the models produce it: (model, scope, metric, value).
 MetricRow = tuple[str, str, str, float]
 
+# The lifecycle stages (segments.tiers.lifecycle_stage), in funnel order (the report's).
+LIFECYCLE_STAGES = ("potential", "new", "growing", "stable", "fluctuating", "churn_risk",
+                    "dormant")
+
 TABLE_DESCRIPTIONS: dict[str, str] = {
     "features": "Per-account window features as of the snapshot month end (spec section 2).",
     "rfm": "Per-account RFM scores, codes and segments, plus buy-till-you-die summary "
@@ -113,7 +117,7 @@ _FIXED: dict[str, str] = {
     "abc_class": "Pareto class on contribution value: A = top tiers.abc.a_share of cumulative "
                  "value, B = up to b_share, C = the rest.",
     "value_level": "high / medium / low from contribution_value_pct and tiers.*_value_pct.",
-    "lifecycle_stage": "potential, new, growing, stable, fluctuating, churn_risk or dormant "
+    "lifecycle_stage": f"{', '.join(LIFECYCLE_STAGES[:-1])} or {LIFECYCLE_STAGES[-1]} "
                        "(rules in tiers.lifecycle).",
     "tier": "Value tier from the first matching rule of tiers.tiers.",
     "tier_label_en": "Display label of the tier (English).",

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from cvm_spark.common.cuts import CutPoints, Search, bucketize, quantiles
 from cvm_spark.config import CampaignCondition, QuadrantConfig, TierRule, TiersConfig
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
+from cvm_spark.schemas.outputs import LIFECYCLE_STAGES
 
 DAYS_PER_MONTH = 30
 
@@ -119,22 +120,24 @@ def _quadrant(key: Column, quad: QuadrantConfig, part: str) -> Column:
 def lifecycle_stage(cfg: TiersConfig, trend_col: str, volatility_col: str) -> Column:
     """Stage from closure, tenure, recency, relative income trend and volatility.
 
-    Order (first match): dormant, potential, new, churn_risk, fluctuating, growing, stable.
+    Order (first match): dormant, potential, new, churn_risk, fluctuating, growing, stable
+    (the names: :data:`cvm_spark.schemas.outputs.LIFECYCLE_STAGES`).
     """
+    potential, new, growing, stable, fluctuating, churn_risk, dormant = LIFECYCLE_STAGES
     lc = cfg.lifecycle
     recency = F.col("recency_days")
     trend = F.col("relative_trend")
     vol = F.col(volatility_col)
     young = F.col("tenure_months") < lc.new_months
     inactive = recency.isNull() | (recency > lc.dormant_months * DAYS_PER_MONTH)
-    return (F.when(F.col("is_closed") | (~young & inactive), F.lit("dormant"))
-            .when(recency.isNull(), F.lit("potential"))
-            .when(young, F.lit("new"))
+    return (F.when(F.col("is_closed") | (~young & inactive), F.lit(dormant))
+            .when(recency.isNull(), F.lit(potential))
+            .when(young, F.lit(new))
             .when((recency > lc.churn_risk_days) | (trend <= lc.churn_risk_trend),
-                  F.lit("churn_risk"))
-            .when(vol >= lc.fluctuating_volatility, F.lit("fluctuating"))
-            .when(trend >= lc.growing_trend, F.lit("growing"))
-            .otherwise(F.lit("stable")))
+                  F.lit(churn_risk))
+            .when(vol >= lc.fluctuating_volatility, F.lit(fluctuating))
+            .when(trend >= lc.growing_trend, F.lit(growing))
+            .otherwise(F.lit(stable)))
 
 
 TIER_COLUMNS = [
@@ -290,3 +293,8 @@ def tier_summary(assigned: DataFrame) -> DataFrame:
         F.avg("current_value").alias("mean_current_value"),
         F.sum("future_value").alias("total_future_value"),
     )
+
+
+def tier_counts(cfg: TiersConfig) -> dict[str, Column]:
+    """Rows per tier (aggregates observed while the tiers table is written)."""
+    return {rule.name: F.count_if(F.col("tier") == F.lit(rule.name)) for rule in cfg.tiers}

@@ -13,17 +13,13 @@ from pyspark.sql import functions as F
 
 from cvm_spark.config import CvmConfig, OutputConfig
 from cvm_spark.schemas.inputs import SNAPSHOT_MONTH
+from cvm_spark.schemas.outputs import LIFECYCLE_STAGES
 from cvm_spark.storage.delta import read_table, table_path
 from cvm_spark.storage.privacy import account_column
 
 # Migration matrix labels for accounts present in only one of the two snapshots.
 NEW_ACCOUNT = "(not scored before)"
 GONE_ACCOUNT = "(not scored now)"
-# Funnel order of the lifecycle stages (tiers.lifecycle_stage); unknown stages go last.
-LIFECYCLE_ORDER = ("potential", "new", "growing", "stable", "fluctuating", "churn_risk",
-                   "dormant")
-
-
 FV_MODEL = "future_value"
 BACKTEST_METRICS = ("holdout_rows", "rmse", "baseline_rmse", "mae", "baseline_mae", "r2",
                     "baseline_r2")
@@ -159,7 +155,8 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
     configured = [t.name for t in cfg.tiers.tiers]
     data.tier_order = configured + sorted(set(counts) - set(configured), key=str)
     data.tiers = [(t, counts[t]) for t in data.tier_order if t in counts]
-    order = list(LIFECYCLE_ORDER) + sorted(set(stages) - set(LIFECYCLE_ORDER), key=str)
+    # funnel order of the lifecycle stages; unknown stages go last
+    order = list(LIFECYCLE_STAGES) + sorted(set(stages) - set(LIFECYCLE_STAGES), key=str)
     data.lifecycle = [(s, stages.get(s, 0)) for s in order]   # known stages even when 0
     rfm = _snapshot_rows(spark, output, "rfm", snapshot)
     if rfm is not None:
