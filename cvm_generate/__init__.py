@@ -8,13 +8,8 @@ through ``cvm_spark.cli`` (the only module of ``cvm_spark`` that imports it), an
 ``cvm_spark`` only the config and the input schemas.
 """
 
-from cvm_generate.bank import (
-    PLANTED_GROUP,
-    PLANTED_PATTERN,
-    generate_tables,
-    write_sample,
-    write_tables,
-)
+from cvm_generate.bank import generate_tables, write_sample, write_tables
+from cvm_generate.profile import PLANTED_GROUP, PLANTED_PATTERN
 
 __all__ = ["PLANTED_GROUP", "PLANTED_PATTERN", "generate_tables", "write_sample",
            "write_tables"]

@@ -51,14 +51,10 @@ RUN_LOG_COLUMNS = ("snapshot_month", "run_id", "run_seq", "item_kind", "item_nam
 
 def golden_config(base_config: Any, root: Path) -> Any:
     """The seeded run's config: the shipped one with a small generated bank under ``root``."""
-    from cvm_spark.config import load_config_dict, to_dict
+    from banks import bank_config
 
-    data = to_dict(base_config)
-    data["inputs"]["root"] = str(root / "data")
-    data["output"]["warehouse"] = str(root / "wh")
-    data["output"]["database"] = "cvm_golden"
-    data["generator"].update(accounts=ACCOUNTS, months=MONTHS, bad_row_share=BAD_ROW_SHARE)
-    return load_config_dict(data)
+    return bank_config(base_config, root, accounts=ACCOUNTS, months=MONTHS,
+                       database="cvm_golden", generator={"bad_row_share": BAD_ROW_SHARE})
 
 
 def _plain(value: Any) -> Any:

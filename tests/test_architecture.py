@@ -181,6 +181,53 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
+# Sizes a reader takes in at once; longer needs a reason at its top (a docstring paragraph
+# starting "Why this is long:"). Function lines are the body without the docstring.
+MODULE_LINES = 400
+FUNCTION_LINES = 60
+LONG_REASON = "Why this is long:"
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    body = node.body
+    if (len(body) > 1 and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        body = body[1:]
+    return node.end_lineno - body[0].lineno + 1
+
+
+def test_long_modules_and_functions_say_why():
+    long = []
+    for path in _sources(PACKAGE) + _sources(GENERATOR):
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        rel = path.relative_to(ROOT)
+        n_lines = len(text.splitlines())
+        if n_lines > MODULE_LINES and LONG_REASON not in (ast.get_docstring(tree) or ""):
+            long.append(f"{rel}: {n_lines} lines")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = _body_lines(node)
+                if n > FUNCTION_LINES and LONG_REASON not in (ast.get_docstring(node) or ""):
+                    long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
+    assert not long, (f"over {MODULE_LINES} lines per module / {FUNCTION_LINES} per function "
+                      f"without '{LONG_REASON}' at the top: {long}")
+
+
+def test_the_size_rule_catches_a_long_function(tmp_path, monkeypatch):
+    pkg = tmp_path / "cvm_spark"
+    pkg.mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(FUNCTION_LINES + 1))
+    (pkg / "a.py").write_text(f'def f():\n    """Doc."""\n{body}')
+    (pkg / "b.py").write_text(f'def g():\n    """Doc.\n\n    {LONG_REASON} a table.\n    """\n'
+                              f'{body}')
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    monkeypatch.setattr(sys.modules[__name__], "GENERATOR", tmp_path / "none")
+    with pytest.raises(AssertionError, match=r"\['cvm_spark/a\.py:1 f: 61 lines'\]"):
+        test_long_modules_and_functions_say_why()
+
+
 @pytest.mark.parametrize("bad, message", [
     ("from cvm_spark.pipeline.runner import run_snapshot\n", "a later stage"),
     ("from cvm_generate import write_sample\n", "imports the generator"),

@@ -40,19 +40,10 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def tiny(spark, base_config, tmp_path_factory, bench):
+def tiny(make_bank, spark, bench):
     """600 accounts x 15 months, generated, validated and copied to Parquet as the bench does."""
-    from cvm_generate import generate_tables, write_tables
-    from cvm_spark.config import load_config_dict, to_dict
-
-    root = tmp_path_factory.mktemp("bench")
-    data = to_dict(base_config)
-    data["inputs"]["root"] = str(root / "data")
-    data["output"]["warehouse"] = str(root / "wh")
-    data["generator"].update(accounts=600, months=15, bad_row_share=0.01)
-    cfg = load_config_dict(data)
-    write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
-                 cfg.inputs.root, cfg.inputs.format)
+    cfg = make_bank(600, 15, name="bench", generator={"bad_row_share": 0.01})
+    root = Path(cfg.inputs.root).parent
     counts = bench.export_inputs(spark, cfg, root / "inputs")
     assert all(n > 0 for n in counts.values()), counts
     return cfg, root

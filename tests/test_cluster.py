@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,27 +225,17 @@ def pythons(cluster: Cluster) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def inputs(spark, base_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inputs(make_bank) -> Path:
     """A small generated bank and a config file pointing at it (written once)."""
-    from cvm_generate import generate_tables, write_tables
-    from cvm_spark.config import load_config_dict, to_dict
+    from banks import config_file
 
-    tmp = tmp_path_factory.mktemp("cluster-inputs")
-    data = to_dict(base_config)
-    data["snapshot_month"] = SNAPSHOT
-    data["inputs"]["root"] = str(tmp / "data")
-    data["output"]["database"] = DATABASE
-    data["generator"].update(accounts=300, months=14)
     # the same partitioning in both runs (local[2] vs two 1-core executors), so
     # partition-dependent steps (k-means|| initialisation, quantile sketches) match
-    data["spark"].update({"spark.sql.shuffle.partitions": "2",
-                          "spark.default.parallelism": "2"})
-    cfg = load_config_dict(data)
-    write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
-                 cfg.inputs.root, cfg.inputs.format)
-    path = tmp / "cvm-cluster.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return path
+    cfg = make_bank(300, 14, name="cluster", snapshot_month=SNAPSHOT,
+                    spark={"spark.sql.shuffle.partitions": "2",
+                           "spark.default.parallelism": "2"})
+    assert cfg.output.database == DATABASE
+    return config_file(cfg, Path(cfg.inputs.root).parent / "cvm-cluster.yaml")
 
 
 def _submit_options(cluster: Cluster, pythons: dict[str, Path]) -> list[str]:

@@ -27,12 +27,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from cvm_spark.config import OutputConfig
-from cvm_spark.storage import locking
+from cvm_spark.storage import lock_store, locking
+from cvm_spark.storage.lock_holder import LockHolder, current_holder, holder_state
 from cvm_spark.storage.locking import (
-    LockHolder,
     SnapshotLockedError,
-    current_holder,
-    holder_state,
     lock_path,
     snapshot_lock,
     table_write_guard,
@@ -308,9 +306,9 @@ def test_guard_and_lock_do_nothing_on_the_local_path_of_a_uri_warehouse():
     with table_write_guard(remote, "rfm"):   # Delta's HDFS log store is atomic by itself
         pass
     with pytest.raises(ValueError, match="needs a SparkSession"):
-        locking.lock_store(remote)
-    assert isinstance(locking.lock_store(
-        OutputConfig(warehouse="file:///tmp/wh", database="cvm")), locking.LocalLockStore)
+        lock_store.lock_store(remote)
+    assert isinstance(lock_store.lock_store(
+        OutputConfig(warehouse="file:///tmp/wh", database="cvm")), lock_store.LocalLockStore)
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,7 +317,7 @@ def test_guard_and_lock_do_nothing_on_the_local_path_of_a_uri_warehouse():
 
 
 def test_hadoop_lock_store_creates_only_once(spark, tmp_path):
-    store = locking.HadoopLockStore(spark)
+    store = lock_store.HadoopLockStore(spark)
     path = (tmp_path / "locks" / "x.lock").as_uri()
     assert store.read(path) is None
     assert store.create(path, b'{"a": 1}\n')
@@ -455,34 +453,22 @@ LOCKED_LINE = re.compile(
 
 
 @pytest.fixture(scope="module")
-def conc_config(spark, base_config, tmp_path_factory) -> Path:
+def conc_config(spark, make_bank) -> Path:
     """A small generated bank (150 accounts x 14 months ending 2024-12) and a config file for
     ``cvm run`` with a warehouse that does not exist yet."""
-    import yaml
+    from banks import config_file
 
-    from cvm_generate import generate_tables, write_tables
-    from cvm_spark.config import load_config_dict, to_dict
-
-    tmp = tmp_path_factory.mktemp("concurrency")
-    data = to_dict(base_config)
-    data["snapshot_month"] = "2024-12"
-    data["inputs"]["root"] = str(tmp / "data")
-    data["output"].update(warehouse=str(tmp / "wh"), database=DATABASE)
-    data["generator"].update(accounts=150, months=14)
     # the partitioning of the test session (so results match it), a small driver, and the
     # Delta jars this session already resolved: three processes resolving them with Ivy at
     # the same moment would race on Ivy's cache
     jars = spark.sparkContext.getConf().get("spark.jars", "")
     assert "delta-spark" in jars, jars
-    data["spark"].update({"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
-                          "spark.driver.memory": "2g", "spark.ui.enabled": "false",
-                          "spark.jars": jars})
-    cfg = load_config_dict(data)
-    write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
-                 cfg.inputs.root, cfg.inputs.format)
-    path = tmp / "cvm.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return path
+    cfg = make_bank(150, 14, name="conc", snapshot_month="2024-12",
+                    spark={"spark.sql.shuffle.partitions": "2",
+                           "spark.default.parallelism": "2", "spark.driver.memory": "2g",
+                           "spark.ui.enabled": "false", "spark.jars": jars})
+    assert cfg.output.database == DATABASE and not Path(cfg.output.warehouse).exists()
+    return config_file(cfg, Path(cfg.inputs.root).parent / "cvm.yaml")
 
 
 def _launch(config: Path, month: str, run_id: str, log: Path) -> subprocess.Popen:

@@ -364,7 +364,7 @@ class CrashScenario:
 
     def assert_stale_lock(self, step: str) -> None:
         """The killed run left the month's lock behind, naming its own (now dead) process."""
-        from cvm_spark.storage.locking import LockHolder, holder_state
+        from cvm_spark.storage.lock_holder import LockHolder, holder_state
 
         raw = self.locks[step]
         assert raw is not None, f"{step}: the killed run left no lock"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from cvm_spark.config import load_config_dict, to_dict
 from cvm_spark.pipeline.runner import PIPELINE_TABLES, STEPS, check_steps, run_snapshot
 from cvm_spark.pipeline.summary import STEP_NAMES
 from cvm_spark.storage.locking import lock_path
@@ -37,14 +36,10 @@ def test_an_unknown_step_is_refused_before_anything_runs(spark, base_config, tmp
 
 
 @pytest.mark.e2e
-def test_a_run_until_features_writes_its_tables_and_no_run_log(spark, base_config, tmp_path):
+def test_a_run_until_features_writes_its_tables_and_no_run_log(spark, make_bank):
     from cvm_generate import write_sample
 
-    data = to_dict(base_config)
-    data["inputs"]["root"] = str(tmp_path / "data")
-    data["output"].update(warehouse=str(tmp_path / "wh"), database="cvm_until")
-    data["generator"].update(accounts=200, months=13)
-    cfg = load_config_dict(data)
+    cfg = make_bank(200, 13, name="until", generate=False)
     seen = []
     summary = run_snapshot(spark, cfg, generate=write_sample,
                            on_stage=lambda name, _summary: seen.append(name), until="features")

@@ -121,26 +121,17 @@ class StageReader:
 
 
 @pytest.fixture(scope="module")
-def skew_run(spark, base_config, tmp_path_factory):
+def skew_run(spark, make_bank):
     """The generated bank with its hot account, the full pipeline run on it, and the stage
     reads of the run: (cfg, hot account id, RunSummary, StageReader)."""
-    from cvm_generate import generate_tables, write_tables
-    from cvm_spark.config import load_config_dict, to_dict
     from cvm_spark.pipeline.run_log import CodeVersion
     from cvm_spark.pipeline.runner import run_snapshot
     from cvm_spark.schemas.inputs import TRANSACTIONS
 
-    root = tmp_path_factory.mktemp("skew")
-    data = to_dict(base_config)
-    data["snapshot_month"] = "2024-12"
-    data["inputs"]["root"] = str(root / "data")
-    data["output"].update(warehouse=str(root / "wh"), database="cvm_skew")
-    data["generator"].update(accounts=200, months=13, bad_row_share=0.0)
-    # a fixed count: sized from these few MB of input, the run would use one per core
-    data.setdefault("performance", {})["shuffle_partitions"] = SHUFFLE_PARTITIONS
-    cfg = load_config_dict(data)
-    write_tables(generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation),
-                 cfg.inputs.root, cfg.inputs.format)
+    # a fixed shuffle count: sized from these few MB of input, the run would use one per core
+    cfg = make_bank(200, 13, name="skew", snapshot_month="2024-12",
+                    generator={"bad_row_share": 0.0},
+                    performance={"shuffle_partitions": SHUFFLE_PARTITIONS})
     # the hot account: the first account open all year and never closed
     hot = (spark.read.parquet(f"{cfg.inputs.root}/accounts")
            .where((F.col("open_date") < F.lit(YEAR_START)) & F.col("close_date").isNull())

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from cvm_spark.common.months import month_end, months_back, months_between
 from cvm_spark.config import FeaturesConfig
+from cvm_spark.features.trend import income_trend, income_volatility, open_range
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 
 BTYD_COLUMNS = ["btyd_frequency", "btyd_recency", "btyd_t", "btyd_monetary"]
@@ -309,7 +310,7 @@ def features_from_aggregates(as_of: date, cfg: FeaturesConfig, product_lines: li
     }
     k_open, k_close = state["_k_open"], state["_k_close"]
     for w in cfg.windows:
-        months_open = _open_range(w, k_open, k_close)[2]
+        months_open = open_range(w, k_open, k_close)[2]
         cols |= {
             f"months_open_{w}m": months_open,
             f"frequency_{w}m": F.coalesce(agg(f"frequency_{w}m"), F.lit(0)).cast("long"),
@@ -325,8 +326,9 @@ def features_from_aggregates(as_of: date, cfg: FeaturesConfig, product_lines: li
                  for pl in product_lines}
     cols |= {
         "product_count": F.coalesce(agg("product_count"), F.lit(0)).cast("int"),
-        f"income_trend_{cfg.trend_months}m": _trend(cfg.trend_months, k_open, k_close, suffix),
-        f"income_volatility_{cfg.volatility_months}m": _volatility(
+        f"income_trend_{cfg.trend_months}m": income_trend(cfg.trend_months, k_open, k_close,
+                                                          suffix),
+        f"income_volatility_{cfg.volatility_months}m": income_volatility(
             cfg.volatility_months, k_open, k_close, suffix),
     }
     wanted = set(columns) if columns is not None else None
@@ -377,62 +379,15 @@ def compute_features(accounts: DataFrame, transactions: DataFrame, monthly_produ
     return joined.select(*features_from_aggregates(snapshot, cfg, product_lines))
 
 
-def _open_range(window: int, k_open: Column, k_close: Column) -> tuple[Column, Column, Column]:
-    """(lo, hi, n): the months-back range the account was open in the last ``window``."""
-    lo = F.greatest(k_close, F.lit(0))
-    hi = F.least(k_open, F.lit(window - 1))
-    return lo, hi, F.greatest(hi - lo + 1, F.lit(0))
 
 
-def _sum_k(lo: Column, hi: Column) -> Column:
-    """Sum of the integers lo..hi (0 when hi < lo)."""
-    return F.when(hi >= lo, (lo + hi) * (hi - lo + 1) / 2).otherwise(F.lit(0))
 
 
-def _sum_k2(lo: Column, hi: Column) -> Column:
-    """Sum of k^2 for k = lo..hi (0 when hi < lo), lo >= 0."""
-    def upto(n: Column) -> Column:
-        return n * (n + 1) * (2 * n + 1) / 6
-
-    return F.when(hi >= lo, upto(hi) - upto(lo - 1)).otherwise(F.lit(0))
 
 
-# A difference of two sums smaller than this share of their size is rounding noise.
-CANCELLATION = 1e-9
 
 
-def _beyond_noise(a: Column, b: Column) -> Column:
-    """``a - b``, or exactly 0 where the difference is within the rounding noise of the two
-    sums (``CANCELLATION`` of their size).
-
-    The sums come from an aggregate whose partial sums Spark adds in task-finish order, so
-    their last bits vary from run to run; for a flat series the difference would be ±1e-16
-    instead of 0, and a threshold at 0 (value × growth, "growth_trend: 0.0") would flip.
-    """
-    return F.when(F.abs(a - b) <= F.lit(CANCELLATION) * (F.abs(a) + F.abs(b)),
-                  F.lit(0.0)).otherwise(a - b)
 
 
-def _trend(months: int, k_open: Column, k_close: Column, suffix: str) -> Column:
-    """OLS slope of monthly income against time over the months open in the window.
-
-    With x = -k (time runs forward as k falls), slope = (n*Sxy - Sx*Sy) / (n*Sxx - Sx^2);
-    missing months inside the open range count as zero income.
-    """
-    lo, hi, n = _open_range(months, k_open, k_close)
-    sy = F.coalesce(F.col(f"_ty{suffix}"), F.lit(0.0))
-    sxy = -F.coalesce(F.col(f"_tky{suffix}"), F.lit(0.0))
-    sx = -_sum_k(lo, hi)
-    sxx = _sum_k2(lo, hi)
-    denom = n * sxx - sx * sx
-    return F.when(n >= 2, _beyond_noise(n * sxy, sx * sy) / denom)
 
 
-def _volatility(months: int, k_open: Column, k_close: Column, suffix: str) -> Column:
-    """Coefficient of variation of monthly income over the months open in the window."""
-    _, _, n = _open_range(months, k_open, k_close)
-    sy = F.coalesce(F.col(f"_vy{suffix}"), F.lit(0.0))
-    syy = F.coalesce(F.col(f"_vyy{suffix}"), F.lit(0.0))
-    mean = sy / n
-    var = F.greatest(_beyond_noise(syy / n, mean * mean), F.lit(0.0))
-    return F.when((n >= 2) & (mean > 0), F.sqrt(var) / mean)

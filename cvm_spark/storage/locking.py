@@ -46,21 +46,18 @@ No wall clock is read here: the start time recorded in the lock comes from the c
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
-from cvm_spark.common.jvm import hadoop_file, read_stream
 from cvm_spark.config import LOCKS_DIR, OutputConfig
+from cvm_spark.storage.locations import is_local, local_path
+from cvm_spark.storage.lock_holder import LockHolder, current_holder, holder_state
+from cvm_spark.storage.lock_store import LockStore, lock_store
 
 try:  # POSIX only; without it the table write guard is a no-op (see table_write_guard)
     import fcntl
@@ -80,8 +77,6 @@ READ_PAUSE_SECONDS = 0.2
 # create -> found -> judged stale -> taken over -> create again: bounded.
 ACQUIRE_ATTEMPTS = 3
 
-HolderState = Literal["alive", "dead", "unknown"]
-
 
 class SnapshotLockedError(RuntimeError):
     """Another run holds the lock of this snapshot month (or its lock could not be taken).
@@ -99,130 +94,6 @@ class SnapshotLockedError(RuntimeError):
                          f"(lock file {path})")
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds a snapshot lock: the run and the process (the JSON content of the lock file).
-
-    ``boot_id``, ``pid_namespace`` and ``process_start`` (the process's start in clock ticks
-    since boot, from ``/proc/<pid>/stat``) are None where ``/proc`` is not available; with them
-    a stale lock is recognised even when its PID has been reused.
-    """
-
-    run_id: str
-    snapshot_month: str
-    host: str
-    pid: int
-    boot_id: str | None = None
-    pid_namespace: str | None = None
-    process_start: str | None = None
-    app_id: str | None = None
-    started_at: str | None = None
-
-    def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> LockHolder:
-        """Parse a lock file; ValueError when it is not a complete lock (e.g. half-written)."""
-        try:
-            data = json.loads(raw.decode())
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not a lock file: {exc}") from None
-        if (not isinstance(data, dict) or not isinstance(data.get("pid"), int)
-                or not data.get("run_id") or not data.get("host")):
-            raise ValueError("not a lock file: run_id, host or pid missing")
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
-
-    def describe(self) -> str:
-        """``run <id> (host h, pid p, Spark application a, started t)``."""
-        parts = [f"host {self.host}", f"pid {self.pid}"]
-        if self.app_id:
-            parts.append(f"Spark application {self.app_id}")
-        if self.started_at:
-            parts.append(f"started {self.started_at}")
-        return f"run {self.run_id} ({', '.join(parts)})"
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of a process, from ``/proc``."""
-    text = _read_text(f"/proc/{pid}/stat")
-    if not text or ")" not in text:
-        return None
-    fields = text[text.rindex(")") + 2:].split()   # fields 3.. of proc(5); comm may hold ')'
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def _pid_namespace() -> str | None:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
-def _machine() -> tuple[str, str | None, str | None]:
-    """(host name, boot id, PID namespace) of this process: where its PIDs mean something."""
-    return (socket.gethostname(), _read_text("/proc/sys/kernel/random/boot_id"),
-            _pid_namespace())
-
-
-def current_holder(run_id: str, snapshot: date, app_id: str | None = None,
-                   started_at: datetime | None = None) -> LockHolder:
-    """The :class:`LockHolder` describing this process running ``run_id``."""
-    host, boot_id, pid_namespace = _machine()
-    stat = _proc_stat(os.getpid())
-    return LockHolder(run_id=run_id, snapshot_month=snapshot.isoformat(), host=host,
-                      pid=os.getpid(), boot_id=boot_id, pid_namespace=pid_namespace,
-                      process_start=stat[1] if stat else None, app_id=app_id,
-                      started_at=started_at.isoformat() if started_at else None)
-
-
-def holder_state(holder: LockHolder) -> HolderState:
-    """Whether the holder's process is running: ``alive``, ``dead`` or ``unknown``.
-
-    Only a process of this machine can be checked: same host name, same boot (a reboot ends
-    every process, but a different boot id may as well be another machine with the same
-    name, so it counts as unknown) and same PID namespace (a container's PIDs mean nothing
-    outside it). A PID that is gone, a zombie, or a PID now used by a process that started
-    at another time is dead.
-    """
-    if (holder.host, holder.boot_id, holder.pid_namespace) != _machine():
-        return "unknown"
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return "dead"
-    except PermissionError:
-        pass  # it exists (another user's process)
-    stat = _proc_stat(holder.pid)
-    if stat is None:
-        # no /proc here: the PID exists, take it as the holder; with /proc: it just ended
-        return "dead" if Path("/proc/self/stat").exists() else "alive"
-    state, started = stat
-    if state in ("Z", "X") or (holder.process_start is not None
-                               and started != holder.process_start):
-        return "dead"
-    return "alive"
-
-
-def is_local(warehouse: str) -> bool:
-    """A local path or ``file:`` URI (the lock uses ``link(2)``, writes take ``flock(2)``)."""
-    return "://" not in warehouse or warehouse.startswith("file:")
-
-
-def _local_path(location: str) -> str:
-    for prefix in ("file://", "file:"):
-        if location.startswith(prefix):
-            return location[len(prefix):]
-    return location
-
-
 def lock_dir(output: OutputConfig) -> str:
     """``<warehouse>/_locks/<database>``: absolute for local paths, as given for URIs.
 
@@ -232,7 +103,7 @@ def lock_dir(output: OutputConfig) -> str:
     """
     if is_local(output.warehouse):
         if output.warehouse.startswith("file:"):
-            return str((Path(_local_path(output.warehouse)) / LOCKS_DIR
+            return str((local_path(output.warehouse) / LOCKS_DIR
                         / output.database).resolve())
         return output.location(LOCKS_DIR, output.database)
     return f"{output.warehouse.rstrip('/')}/{LOCKS_DIR}/{output.database}"
@@ -241,122 +112,6 @@ def lock_dir(output: OutputConfig) -> str:
 def lock_path(output: OutputConfig, snapshot: date) -> str:
     """The lock file of one snapshot month."""
     return f"{lock_dir(output)}/snapshot_month={snapshot.isoformat()}.lock"
-
-
-class LockStore(Protocol):
-    """The three file operations a lock needs."""
-
-    def create(self, path: str, content: bytes) -> bool:
-        """Atomically create ``path`` with ``content``; False if it exists."""
-
-    def read(self, path: str) -> bytes | None:
-        """The content, or None if there is no such file."""
-
-    def delete(self, path: str) -> None:
-        """Remove the file if it exists."""
-
-
-class LocalLockStore:
-    """Lock files on a local or NFS-mounted file system (``link(2)`` is the atomic step)."""
-
-    def create(self, path: str, content: bytes) -> bool:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}."
-                               f"{threading.get_ident()}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                out.write(content)
-                out.flush()
-                os.fsync(out.fileno())
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                return False
-            except OSError:  # a file system without hard links: O_EXCL is atomic locally
-                try:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd, "wb") as out:
-                    out.write(content)
-            return True
-        finally:
-            with suppress(FileNotFoundError):
-                tmp.unlink()
-
-    def read(self, path: str) -> bytes | None:
-        try:
-            return Path(path).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def delete(self, path: str) -> None:
-        with suppress(FileNotFoundError):
-            Path(path).unlink()
-
-
-class HadoopLockStore:
-    """Lock files through Hadoop's FileSystem API (``hdfs://``, ``s3a://``, ``abfs://``, ...).
-
-    The JVM is reached through the session's py4j gateway (:mod:`cvm_spark.common.jvm`): the
-    DataFrame API has no create-if-absent, so this part does not run under Spark Connect.
-    """
-
-    ALREADY_EXISTS = ("org.apache.hadoop.fs.FileAlreadyExistsException",
-                      "java.nio.file.FileAlreadyExistsException",
-                      "org.apache.hadoop.hdfs.protocol.AlreadyBeingCreatedException")
-
-    def __init__(self, spark: SparkSession) -> None:
-        self._spark = spark
-
-    def _fs(self, path: str):
-        return hadoop_file(self._spark, path)
-
-    def create(self, path: str, content: bytes) -> bool:
-        from py4j.protocol import Py4JJavaError
-
-        fs, jpath = self._fs(path)
-        try:
-            out = fs.create(jpath, False)
-        except Py4JJavaError as exc:
-            name = exc.java_exception.getClass().getName()
-            if name in self.ALREADY_EXISTS or fs.exists(jpath):
-                return False
-            raise
-        try:
-            out.write(bytearray(content))
-        finally:
-            out.close()
-        return True
-
-    def read(self, path: str) -> bytes | None:
-        from py4j.protocol import Py4JJavaError
-
-        fs, jpath = self._fs(path)
-        try:
-            stream = fs.open(jpath)
-        except Py4JJavaError as exc:
-            if exc.java_exception.getClass().getName() == "java.io.FileNotFoundException":
-                return None
-            raise
-        try:
-            return read_stream(self._spark, stream)
-        finally:
-            stream.close()
-
-    def delete(self, path: str) -> None:
-        fs, jpath = self._fs(path)
-        fs.delete(jpath, False)
-
-
-def lock_store(output: OutputConfig, spark: SparkSession | None = None) -> LockStore:
-    """The store for the warehouse: local files, or Hadoop's FileSystem (needs ``spark``)."""
-    if is_local(output.warehouse):
-        return LocalLockStore()
-    if spark is None:
-        raise ValueError(f"a lock in {output.warehouse} needs a SparkSession (Hadoop FileSystem)")
-    return HadoopLockStore(spark)
 
 
 def _read_settled(store: LockStore, path: str) -> tuple[bytes | None, LockHolder | None]:

@@ -26,33 +26,22 @@ import logging
 import re
 import shutil
 from datetime import date
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
 from cvm_spark.common.jvm import hadoop_file
 from cvm_spark.config import WORK_DIR, OutputConfig
+from cvm_spark.storage.locations import is_local, local_path
 
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
 
-def _is_local(location: str) -> bool:
-    return "://" not in location or location.startswith("file:")
-
-
-def _local(location: str) -> Path:
-    for prefix in ("file://", "file:"):
-        if location.startswith(prefix):
-            return Path(location[len(prefix):])
-    return Path(location)
-
-
 def remove_tree(spark: SparkSession, location: str) -> None:
     """Delete a folder and everything in it, if it exists (local or any Hadoop file system)."""
-    if _is_local(location):
-        shutil.rmtree(_local(location), ignore_errors=True)
+    if is_local(location):
+        shutil.rmtree(local_path(location), ignore_errors=True)
         return
     fs, path = hadoop_file(spark, location)  # the DataFrame API cannot delete files
     fs.delete(path, True)
@@ -84,9 +73,9 @@ class WorkArea:
     def cleanup(self) -> None:
         """Remove the run's folder (and the month's, when no other run's is in it)."""
         remove_tree(self.spark, self.root)
-        if _is_local(self.month_dir):
+        if is_local(self.month_dir):
             with contextlib.suppress(OSError):
-                _local(self.month_dir).rmdir()
+                local_path(self.month_dir).rmdir()
 
     def path(self, name: str) -> str:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):

@@ -1,0 +1,152 @@
+"""What the synthetic bank looks like: value groups, lifecycle patterns, regions, channels,
+product-line profiles, marketing response, and every bad-row kind with the quarantine reason
+it should get (docs/generator.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+# Ground-truth columns carried by the accounts table (extra columns are allowed by the contract).
+PLANTED_GROUP = "planted_group"
+PLANTED_PATTERN = "planted_pattern"
+
+GROUPS = ("high", "medium", "low")
+PATTERNS = ("new", "growing", "stable", "volatile", "declining", "dormant", "closed")
+CUSTOMER_TYPES = ("individual", "enterprise")
+REGIONS = ("north", "south", "east", "west", "central")
+CHANNELS = ("branch", "online", "partner", "campaign")
+
+TAU = 2.0 * math.pi
+
+# Accounts 0.._ANCHORS-1 are forced to be stable, open before the window, holding a credit
+# line, marketed and transacting in the snapshot month, so that account k can carry bad-row
+# kind k of every table (at least one row of each kind whenever bad_row_share > 0).
+ANCHORS = 12
+# Every 40th account (ids 20, 60, 100, ...) is an enterprise: employers are found by
+# arithmetic instead of a join.
+ENTERPRISE_EVERY = 40
+ENTERPRISE_AT = 20
+MAX_TXN_PER_MONTH = 999
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Parameters of one planted value/behaviour group."""
+
+    share_individual: float  # share of individual accounts in the group
+    share_enterprise: float  # share of enterprise accounts in the group
+    balance: float  # median of the account balance level
+    frequency: float  # multiple of txn_per_month
+    ticket: float  # median transaction amount
+    salary: float  # median monthly salary for employed accounts
+    lines: tuple[int, int]  # product lines held (inclusive range)
+    risk: float  # probability of being a delinquency-prone account
+    marketed: float  # probability of marketing activity in a month
+
+
+GROUP_PARAMS: dict[str, _Group] = {
+    "high": _Group(0.05, 0.40, 300_000.0, 3.6, 400.0, 12_000.0, (3, 4), 0.02, 0.25),
+    "medium": _Group(0.25, 0.40, 30_000.0, 1.9, 120.0, 4_500.0, (2, 3), 0.05, 0.15),
+    "low": _Group(0.70, 0.20, 3_000.0, 0.5, 40.0, 1_800.0, (1, 2), 0.18, 0.08),
+}
+
+PATTERN_SHARES = {"new": 0.08, "growing": 0.12, "stable": 0.38, "volatile": 0.12,
+                   "declining": 0.12, "dormant": 0.09, "closed": 0.09}
+# Added to the group's delinquency probability.
+PATTERN_RISK = {"new": 0.03, "growing": 0.0, "stable": 0.0, "volatile": 0.08,
+                 "declining": 0.20, "dormant": 0.05, "closed": 0.10}
+REGION_SHARES = (0.22, 0.22, 0.20, 0.16, 0.20)
+CHANNEL_SHARES = (0.35, 0.30, 0.15, 0.20)
+CHANNEL_CAC = (120.0, 35.0, 80.0, 150.0)  # median acquisition cost per channel
+
+
+@dataclass(frozen=True)
+class Line:
+    """Economics of one product line (monthly_product and credit rows)."""
+
+    weight: float  # how likely the line is to be held (weighted sampling without replacement)
+    share: float  # balance of the line as a share of the account's balance level
+    income_rate: float  # yearly income / balance
+    cost_rate: float  # yearly variable cost / balance
+    fixed_cost: float  # monthly servicing cost
+    limit_multiple: float | None  # credit limit / base balance; None = no credit facility
+
+
+LINE_PROFILES: dict[str, Line] = {
+    "demand_deposit": Line(20.0, 0.35, 0.020, 0.004, 1.0, None),
+    "time_deposit": Line(3.0, 0.40, 0.015, 0.002, 0.5, None),
+    "loan": Line(2.5, 0.50, 0.035, 0.010, 2.0, 1.3),
+    "wealth": Line(2.0, 0.50, 0.015, 0.002, 0.5, None),
+    "card": Line(3.0, 0.06, 0.150, 0.030, 1.5, 3.0),
+    "fee_other": Line(2.0, 0.02, 0.300, 0.050, 0.3, None),
+}
+DEFAULT_LINE = Line(2.0, 0.10, 0.020, 0.005, 0.5, None)
+
+# Marketing: spend raises next month's income of responsive accounts by
+# RESPONSE_LIFT * spend / (spend + RESPONSE_HALF).
+RESPONSIVE_SHARE = 0.35
+RESPONSE_LIFT = 0.6
+RESPONSE_HALF = 30.0
+
+# Bad-row kinds per table, in order; kind k of a table is also planted on anchor account k.
+# Mapping to reason codes is documented in docs/generator.md (and BAD_ROW_REASONS below).
+ACCOUNT_BAD_KINDS = ("null_key", "blank_key", "open_before_start", "open_after_snapshot")
+TXN_BAD_KINDS = ("null_key", "blank_key", "zero_amount", "negative_amount", "nan_amount",
+                 "inf_amount", "after_snapshot", "before_start", "unknown_product_line",
+                 "unknown_direction", "orphan_account", "duplicate")
+MONTHLY_BAD_KINDS = ("null_key", "blank_key", "unknown_product_line", "orphan_account",
+                     "month_not_start", "after_snapshot", "negative_balance", "inf_income")
+MARKETING_BAD_KINDS = ("null_key", "blank_key", "orphan_account", "month_not_start",
+                       "before_start", "negative_spend", "negative_contacts", "nan_spend")
+CREDIT_BAD_KINDS = ("null_key", "blank_key", "orphan_account", "month_not_start",
+                    "after_snapshot", "negative_days_past_due", "negative_overdue",
+                    "inf_utilisation")
+RELATION_BAD_KINDS = ("null_key", "blank_key", "self_relation", "orphan_related",
+                      "orphan_account", "unknown_relation")
+
+BAD_KINDS: dict[str, tuple[str, ...]] = {
+    "accounts": ACCOUNT_BAD_KINDS,
+    "transactions": TXN_BAD_KINDS,
+    "monthly_product": MONTHLY_BAD_KINDS,
+    "marketing": MARKETING_BAD_KINDS,
+    "credit": CREDIT_BAD_KINDS,
+    "relations": RELATION_BAD_KINDS,
+}
+
+# The quarantine reason (schemas.REASONS) each bad-row kind should receive.
+BAD_ROW_REASONS: dict[str, str] = {
+    "null_key": "null_key",
+    "blank_key": "null_key",
+    "open_before_start": "date_out_of_window",
+    "open_after_snapshot": "date_out_of_window",
+    "zero_amount": "non_positive_amount",
+    "negative_amount": "non_positive_amount",
+    "nan_amount": "non_finite_value",
+    "inf_amount": "non_finite_value",
+    "after_snapshot": "date_out_of_window",
+    "before_start": "date_out_of_window",
+    "unknown_product_line": "unknown_product_line",
+    "unknown_direction": "unknown_category",
+    "unknown_relation": "unknown_category",
+    "orphan_account": "orphan_account",
+    "orphan_related": "orphan_account",
+    "duplicate": "duplicate_event",
+    "month_not_start": "month_not_month_start",
+    "negative_balance": "negative_value",
+    "negative_spend": "negative_value",
+    "negative_contacts": "negative_value",
+    "negative_days_past_due": "negative_value",
+    "negative_overdue": "negative_value",
+    "inf_income": "non_finite_value",
+    "nan_spend": "non_finite_value",
+    "inf_utilisation": "non_finite_value",
+    "self_relation": "self_relation",
+}
+
+
