@@ -65,7 +65,15 @@ def test_model_tables_cover_every_account(spark, e2e_config, summary):
     assert sum(summary.tiers.values()) == n
     metrics = first_month(spark, e2e_config, "model_metrics")
     models = {r.model for r in metrics.select("model").distinct().collect()}
-    assert {"future_value", "bgnbd", "gamma_gamma", "loyalty", "clv"} <= models
+    assert {"future_value", "bgnbd", "gamma_gamma", "loyalty", "clv", "contribution"} <= models
+    # the AHP contribution weights of the config, and their consistency
+    ahp = {(r.scope, r.metric): r.value for r in metrics.where(F.col("model") == "contribution")
+           .collect()}
+    weights = e2e_config.value.contribution_weights
+    assert {m: v for (s, m), v in ahp.items() if s == "weight"} == pytest.approx(
+        weights.as_dict(), rel=1e-12)
+    assert ahp[("ahp", "consistency_ratio")] == pytest.approx(
+        weights.ahp.consistency_ratio, rel=1e-12) and ahp[("ahp", "consistency_ratio")] < 0.1
     summary_rows = first_month(spark, e2e_config, "tier_summary").agg(F.sum("accounts")).first()[0]
     assert summary_rows == n
     text = summary.render()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from cvm_spark.config.checks import check
+from cvm_spark.common.ahp import AhpResult
+from cvm_spark.config.checks import ahp_weights, check
 from cvm_spark.config.sources import PRODUCT_LINES
 
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
@@ -91,6 +93,9 @@ def _default_bands() -> list[LoyaltyBand]:
             LoyaltyBand("average", 0.90), LoyaltyBand("low", 1.0)]
 
 
+DIMENSION_WEIGHTINGS = ("entropy", "ahp")
+
+
 @dataclass(frozen=True)
 class LoyaltyConfig:
     """Loyalty score (spec section 5, loyalty).
@@ -101,6 +106,10 @@ class LoyaltyConfig:
         score_scale: the composite and dimension scores run from 0 to this.
         epsilon: a standard deviation or a min-max range at or below it counts as constant.
         relative_error: of the approximate percentiles that place the band cut points.
+        dimension_weighting: ``entropy`` (default: weights between dimensions from the data,
+            by the entropy method) or ``ahp`` (fixed weights from ``pairwise``).
+        pairwise: with ``ahp``, the comparison matrix over the dimensions, in their order
+            (:mod:`cvm_spark.common.ahp`; consistency ratio below 0.10).
     """
 
     dimensions: list[LoyaltyDimension] = field(default_factory=_default_dimensions)
@@ -108,6 +117,8 @@ class LoyaltyConfig:
     score_scale: float = 100.0
     epsilon: float = 1e-12
     relative_error: float = 0.0001
+    dimension_weighting: str = "entropy"
+    pairwise: list[list[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check(len(self.dimensions) > 0, "dimensions must not be empty")
@@ -124,6 +135,20 @@ class LoyaltyConfig:
         check(self.score_scale > 0, f"score_scale must be > 0, got {self.score_scale}")
         check(0 <= self.epsilon < 1e-3, f"epsilon must be in [0, 0.001), got {self.epsilon}")
         check(0 < self.relative_error < 0.1, "relative_error must be in (0, 0.1)")
+        check(self.dimension_weighting in DIMENSION_WEIGHTINGS,
+              f"dimension_weighting must be one of {DIMENSION_WEIGHTINGS}, got "
+              f"{self.dimension_weighting!r}")
+        result = None
+        if self.dimension_weighting == "ahp":
+            result = ahp_weights(names, self.pairwise)
+        else:
+            check(not self.pairwise, "pairwise is only read with dimension_weighting: ahp")
+        object.__setattr__(self, "_ahp", result)
+
+    @property
+    def ahp(self) -> AhpResult | None:
+        """With ``dimension_weighting: ahp``, the AHP result (weights in dimension order)."""
+        return self._ahp
 
     @property
     def feature_columns(self) -> list[str]:

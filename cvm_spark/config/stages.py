@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cvm_spark.config.checks import check
+from cvm_spark.common.ahp import AhpResult
+from cvm_spark.config.checks import ahp_weights, check
 from cvm_spark.schemas.outputs import LIFECYCLE_STAGES
 
 
@@ -110,14 +111,58 @@ class InfluenceWeights:
     radiation: float = 0.2
 
 
+CONTRIBUTION_PARTS = ("historical", "current", "influence", "future")
+_CONTRIBUTION_DEFAULTS = {"historical": 0.20, "current": 0.55, "influence": 0.05,
+                          "future": 0.20}
+WEIGHT_METHODS = ("fixed", "ahp")
+
+
 @dataclass(frozen=True)
 class ContributionWeights:
-    """Weights of the percentile-scaled components in contribution value."""
+    """Weights of the percentile-scaled components in contribution value.
 
-    historical: float = 0.20
-    current: float = 0.55
-    influence: float = 0.05
-    future: float = 0.20
+    ``method: fixed`` (default): the four weights as typed (defaults .20 / .55 / .05 / .20).
+    ``method: ahp``: derived from ``pairwise``, a 4 x 4 comparison matrix over
+    ``historical, current, influence, future`` (in that order; :mod:`cvm_spark.common.ahp`),
+    whose consistency ratio must be below 0.10; weights typed next to it must equal the
+    derived ones (so a saved config reloads). :attr:`ahp` keeps the result (weights, CR).
+    """
+
+    historical: float | None = None
+    current: float | None = None
+    influence: float | None = None
+    future: float | None = None
+    method: str = "fixed"
+    pairwise: list[list[Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check(self.method in WEIGHT_METHODS,
+              f"method must be one of {WEIGHT_METHODS}, got {self.method!r}")
+        result = None
+        if self.method == "fixed":
+            check(not self.pairwise, "pairwise is only read with method: ahp")
+            derived = {k: _CONTRIBUTION_DEFAULTS[k] if getattr(self, k) is None
+                       else getattr(self, k) for k in CONTRIBUTION_PARTS}
+        else:
+            result = ahp_weights(list(CONTRIBUTION_PARTS), self.pairwise)
+            derived = dict(zip(CONTRIBUTION_PARTS, result.weights, strict=True))
+            for k in CONTRIBUTION_PARTS:
+                typed = getattr(self, k)
+                check(typed is None or abs(typed - derived[k]) <= 1e-9,
+                      f"{k} = {typed} differs from its AHP weight {derived[k]:.6g}: with "
+                      f"method: ahp leave the weights out (they come from pairwise)")
+        for k, w in derived.items():
+            object.__setattr__(self, k, w)
+        object.__setattr__(self, "_ahp", result)
+
+    @property
+    def ahp(self) -> AhpResult | None:
+        """The AHP result with ``method: ahp``, else None."""
+        return self._ahp
+
+    def as_dict(self) -> dict[str, float]:
+        """Part -> weight."""
+        return {k: float(getattr(self, k)) for k in CONTRIBUTION_PARTS}
 
 
 @dataclass(frozen=True)
@@ -146,8 +191,7 @@ class ValueConfig:
         check(self.radiation_min_transfers >= 1, "radiation_min_transfers must be >= 1")
         check(100 <= self.percentile_points <= 10000, "percentile_points must be in 100..10000")
         _weights_sum_to_one(dataclasses.asdict(self.influence_weights), "influence_weights")
-        _weights_sum_to_one(dataclasses.asdict(self.contribution_weights),
-                            "contribution_weights")
+        _weights_sum_to_one(self.contribution_weights.as_dict(), "contribution_weights")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Steps (formulas and a worked example in docs/quality.md):
    the sign Spark happens to return. A dimension with one indicator has weight 1.
 4. Dimension score = weighted sum of the z's, min-max scaled to [0, 1] (one aggregate) so the
    entropy method gets non-negative scores; a constant dimension (range <= epsilon) scores 0.
-5. Entropy weight method between dimensions (:func:`entropy_weights`), one aggregate.
+5. Entropy weight method between dimensions (:func:`entropy_weights`), one aggregate; or,
+   with ``dimension_weighting: ahp``, the config's AHP weights (no aggregate).
 6. ``loyalty_score = score_scale * sum_j w_j s_ij`` (0..100); the dimension scores are
    reported on the same scale. Bands from approximate percentiles of the score.
 
@@ -36,6 +37,7 @@ from pyspark.sql import functions as F
 
 from cvm_spark.common.cuts import quantiles, rank_value
 from cvm_spark.config import LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
+from cvm_spark.models.weights import ahp_metrics
 from cvm_spark.schemas.inputs import ACCOUNT_ID
 from cvm_spark.schemas.outputs import MetricRow
 
@@ -141,7 +143,7 @@ class LoyaltyModel:
         stats: per indicator (in dimension order) ``(mean, std)``, or None when constant.
         weights: per dimension, the PCA weights of its indicators.
         bounds: per dimension, ``(lo, span)`` of the weighted z-sum (span None: constant).
-        dimension_weights: entropy weight per dimension.
+        dimension_weights: entropy (or AHP) weight per dimension.
         band_cuts: a score above ``band_cuts[i]`` reaches band ``i`` (the last has none).
         metrics: model-metric rows ``(model, scope, metric, value)``.
     """
@@ -237,23 +239,41 @@ def fit_loyalty(features: DataFrame, cfg: LoyaltyConfig) -> LoyaltyModel:
         bounds[n] = (float(lo or 0.0), None if span <= cfg.epsilon else float(span))
     scaled = raw_scores.select(*[_scaled(n, bounds[n]).alias(n) for n in names])
 
-    # 5. entropy weights between dimensions
-    dim_weights = {n: _settled(w) for n, w in entropy_weights(scaled, names).items()}
+    # 5. weights between dimensions
+    dim_weights = _dimension_weights(scaled, names, cfg)
     metrics = [(MODEL, "dimension", n, dim_weights[n]) for n in names] + metrics
+    if cfg.ahp is not None:
+        metrics += ahp_metrics(MODEL, cfg.ahp)
 
     # bands: a score above the (1 - top_share) percentile reaches the band
+    cuts = _band_cuts(scaled, names, dim_weights, cfg)
+    metrics += [(MODEL, "band_cut", b.label, cut)
+                for b, cut in zip(cfg.bands[:-1], cuts, strict=False)]
+    log.info("loyalty weights: %s", metrics)
+    return LoyaltyModel(cfg=cfg, stats=stats, weights=weights, bounds=bounds,
+                        dimension_weights=dim_weights, band_cuts=cuts, metrics=metrics)
+
+
+def _band_cuts(scaled: DataFrame, names: list[str], dim_weights: dict[str, float],
+               cfg: LoyaltyConfig) -> list[float]:
+    """The score above which each band but the last starts: approximate percentiles of the
+    composite score (one aggregate)."""
     composite = reduce(lambda a, b: a + b, [F.col(n) * F.lit(dim_weights[n]) for n in names])
     probs = [1.0 - b.top_share for b in cfg.bands[:-1]]
     accuracy = round(1 / cfg.relative_error)
     row = scaled.agg(quantiles(composite * F.lit(cfg.score_scale), probs, accuracy)
                      .alias("cuts")).first()
     assert row is not None
-    cuts = [float(c) for c in (row["cuts"] or [])]
-    metrics += [(MODEL, "band_cut", b.label, cut)
-                for b, cut in zip(cfg.bands[:-1], cuts, strict=False)]
-    log.info("loyalty weights: %s", metrics)
-    return LoyaltyModel(cfg=cfg, stats=stats, weights=weights, bounds=bounds,
-                        dimension_weights=dim_weights, band_cuts=cuts, metrics=metrics)
+    return [float(c) for c in (row["cuts"] or [])]
+
+
+def _dimension_weights(scaled: DataFrame, names: list[str], cfg: LoyaltyConfig
+                       ) -> dict[str, float]:
+    """Entropy weights of the scaled dimension scores (one aggregate), or the config's AHP
+    weights (``dimension_weighting: ahp``; no Spark job)."""
+    if cfg.ahp is None:
+        return {n: _settled(w) for n, w in entropy_weights(scaled, names).items()}
+    return dict(zip(names, cfg.ahp.weights, strict=True))
 
 
 def add_loyalty(df: DataFrame, model: LoyaltyModel) -> DataFrame:

@@ -59,6 +59,7 @@ from cvm_spark.models.value import (
     percentile_scale,
     value_columns,
 )
+from cvm_spark.models.weights import contribution_weight_metrics
 from cvm_spark.pipeline.facts import scored_base_of
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.schemas.outputs import MetricRow
@@ -201,9 +202,12 @@ class _Fitted:
     clv: ClvModel | None
     clv_metrics: list[MetricRow]
 
+    contribution_metrics: list[MetricRow]
+
     @property
     def metrics(self) -> list[MetricRow]:
-        return self.future.metrics + self.loyalty.metrics + self.clv_metrics
+        return (self.future.metrics + self.loyalty.metrics + self.clv_metrics
+                + self.contribution_metrics)
 
 
 def _fit_models(spark: SparkSession, cfg: CvmConfig, features: DataFrame, facts: DataFrame,
@@ -220,7 +224,7 @@ def _fit_models(spark: SparkSession, cfg: CvmConfig, features: DataFrame, facts:
         materialize=materialize, partitions=training_partitions(accounts))
     with stage("bgnbd"):
         clv, clv_metrics = fit_lifetime_value(features, cfg)
-    return _Fitted(loyalty, future, clv, clv_metrics)
+    return _Fitted(loyalty, future, clv, clv_metrics, contribution_weight_metrics(cfg.value))
 
 
 def _account_frame(scored_base: DataFrame, fitted: _Fitted, rfm_cuts: RfmCuts,
