@@ -30,7 +30,7 @@ BAD_ROW_SHARE = 0.005
 REL_TOL = 1e-9
 ABS_TOL = 1e-9
 TABLES = ("quarantine", "features", "rfm", "value_scores", "tiers", "campaign_targets",
-          "model_metrics", "tier_summary", "run_log")
+          "model_metrics", "tier_summary", "kpi_summary", "run_log")
 # rows are sorted by these columns first (then by the whole row)
 KEYS = {
     "quarantine": ("source_table", "reason", "row_json"),
@@ -40,7 +40,8 @@ KEYS = {
     "tiers": ("account_id",),
     "campaign_targets": ("account_id", "campaign"),
     "model_metrics": ("model", "scope", "metric"),
-    "tier_summary": ("tier", "segment"),
+    "tier_summary": ("tier", "segment", "abc_class"),
+    "kpi_summary": ("dimension", "group_name", "period_month", "kpi"),
     "run_log": ("item_kind", "item_name"),
 }
 # run_log: only the rows and columns that describe the data (not timings, the start time,

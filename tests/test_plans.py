@@ -28,8 +28,9 @@ from cvm_spark.storage.delta import table_path
 # --------------------------------------------------------------------------- the e2e run
 
 # Output tables whose rows are not accounts (docs/outputs.md: one row per metric, per tier x
-# RFM segment, per run x table or stage): reading them is not reading account-level data.
-SMALL_TABLES = ("model_metrics", "tier_summary", "run_log")
+# RFM segment x ABC class, per group and KPI, per run x table or stage): reading them is not
+# reading account-level data.
+SMALL_TABLES = ("model_metrics", "tier_summary", "kpi_summary", "run_log")
 
 
 def collect_bounds(cfg) -> dict[str, int]:

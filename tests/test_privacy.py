@@ -327,6 +327,10 @@ def _stand_in_model(spark, cfg, accepted, facts, rfm_cuts, run_id, model_root, m
             F.concat(F.lit("segment="), F.col("tier")).alias("reason")), "campaign_targets"),
         tier_summary=declared(tiers.groupBy(SNAPSHOT_MONTH, "tier", F.col("tier").alias(
             "segment")).agg(F.count(F.lit(1)).alias("accounts")), "tier_summary"),
+        kpi_summary=declared(tiers.groupBy(SNAPSHOT_MONTH).agg(
+            F.count(F.lit(1)).cast("double").alias("value")).select(
+            "*", F.lit("all").alias("dimension"), F.lit("all").alias("group_name"),
+            F.lit("accounts").alias("kpi")), "kpi_summary"),
         model_metrics=metrics_frame(spark, [("loyalty", "weights", "tenure", 0.25)],
                                     cfg.snapshot, run_id))
 

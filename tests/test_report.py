@@ -204,6 +204,25 @@ def test_report_tables_match_the_tiers_and_run_log(spark, two_snapshots, report_
     runs_logged = len(two_snapshots.runs[CURRENT])
     assert re.search(rf"runs logged for the snapshot</td><td class=\"l\">{runs_logged}<",
                      report_html)
+    # ABC classes: accounts and money per class, as a Spark aggregate of the tiers counts them
+    money = {r.abc_class: (r.n, r.m) for r in tiers.groupBy("abc_class").agg(
+        F.count(F.lit(1)).alias("n"), F.sum("contribution_money").alias("m")).collect()}
+    assert set(money) == {"A", "B", "C"}
+    for cls, (n, m) in money.items():
+        assert re.search(rf"<td class=\"l\">{cls}</td><td class=\"\">{n:,}</td><td "
+                         rf"class=\"\">[0-9.]+%</td><td class=\"\">{m:,.0f}</td>", report_html), cls
+    # class A: fewer accounts than C, more money
+    assert money["A"][0] < money["C"][0] and money["A"][1] > money["C"][1]
+    # acquisition KPIs: the overall row as kpi_summary has it
+    kpis = {r.kpi: r for r in spark.read.format("delta")
+            .load(table_path(cfg.output, "kpi_summary"))
+            .where((F.col("snapshot_month") == F.lit(f"{CURRENT}-01").cast("date"))
+                   & (F.col("dimension") == "all")).collect()}
+    assert kpis["accounts"].value == tiers.count() and not kpis["cac"].small_group
+    assert re.search(rf"<td class=\"l\">all</td><td class=\"l\">all</td><td class=\"\">"
+                     rf"{kpis['accounts'].value:,.0f}</td><td class=\"\">"
+                     rf"{kpis['cac'].value:,.0f}</td><td class=\"\">{kpis['clv'].value:,.0f}"
+                     rf"</td>", report_html)
 
 
 @pytest.mark.e2e

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from cvm_spark.segments.tiers import assign_tiers, campaign_targets
 
 S = date(2024, 12, 1)
 COLS = ("snapshot_month date, account_id string, contribution_value double, "
-        "contribution_value_pct double, current_value_pct double, loyalty_band string, "
+        "contribution_value_pct double, contribution_money double, current_value_pct double, "
+        "loyalty_band string, "
         "credit_grade string, tenure_months int, recency_days int, is_closed boolean, "
         "income_trend_6m double, arpu_12m double, income_volatility_12m double")
 
 
 def _scores(spark, rows):
-    defaults = dict(cv=1.0, pct=10.0, cur=10.0, band="average", grade="B", tenure=36,
-                    recency=5, closed=False, trend=0.0, arpu=100.0, vol=0.1)
+    defaults = dict(cv=1.0, pct=10.0, money=1.0, cur=10.0, band="average", grade="B",
+                    tenure=36, recency=5, closed=False, trend=0.0, arpu=100.0, vol=0.1)
     out = []
     for account, overrides in rows:
         v = {**defaults, **overrides}
-        out.append((S, account, v["cv"], v["pct"], v["cur"], v["band"], v["grade"],
+        out.append((S, account, v["cv"], v["pct"], v["money"], v["cur"], v["band"], v["grade"],
                     v["tenure"], v["recency"], v["closed"], v["trend"], v["arpu"], v["vol"]))
     return spark.createDataFrame(out, COLS)
 
@@ -31,15 +34,37 @@ def _tiers(spark, base_config, rows):
                         "arpu_12m", "income_volatility_12m")
 
 
-def test_abc_pareto_cut_points(spark, base_config):
-    # total 100: 50 and 30 make up the first 80% (A), 10 and 6 the next 15% (B), 4 is C
-    rows = [(f"a{v}", {"cv": float(v)}) for v in (50, 30, 10, 6, 4)]
+def test_abc_pareto_cut_points_on_money(spark, base_config):
+    # money total 100: 50 and 30 make up the first 80% (A), 10 and 6 the next 15% (B), 4 is
+    # C; the percentile composite runs the other way and is not what the classes read
+    rows = [(f"a{v}", {"money": float(v), "cv": 100.0 - v}) for v in (50, 30, 10, 6, 4)]
     got = {r.account_id: r.abc_class for r in _tiers(spark, base_config, rows).collect()}
     assert got == {"a50": "A", "a30": "A", "a10": "B", "a6": "B", "a4": "C"}
 
 
+def test_abc_on_the_composite_when_configured(spark, base_config):
+    cfg = replace(base_config, tiers=replace(
+        base_config.tiers, abc=replace(base_config.tiers.abc, measure="contribution_value")))
+    rows = [(f"a{v}", {"cv": float(v), "money": 100.0 - v}) for v in (50, 30, 10, 6, 4)]
+    got = {r.account_id: r.abc_class for r in _tiers(spark, cfg, rows).collect()}
+    assert got == {"a50": "A", "a30": "A", "a10": "B", "a6": "B", "a4": "C"}
+
+
+def test_abc_money_with_many_silent_and_some_loss_making_accounts(spark, base_config):
+    """60 silent accounts (0), 5 loss-making (-10) and 5 earning 100, 60, 20, 15, 5 (positive
+    total 200): A = 100 and 60 (the bucket crossing 80 %), B = 20 (0.80 -> 0.90) and 15
+    (0.90 -> 0.975, crosses 95 %), C = the rest: class A is 2 of 70 accounts."""
+    rows = ([(f"z{i:02d}", {"money": 0.0, "cv": 32.3}) for i in range(60)]
+            + [(f"l{i}", {"money": -10.0, "cv": 20.0}) for i in range(5)]
+            + [(f"p{v}", {"money": float(v), "cv": 60.0}) for v in (100, 60, 20, 15, 5)])
+    got = {r.account_id: r.abc_class for r in _tiers(spark, base_config, rows).collect()}
+    assert {a for a, c in got.items() if c == "A"} == {"p100", "p60"}
+    assert {a for a, c in got.items() if c == "B"} == {"p20", "p15"}
+    assert sum(c == "C" for c in got.values()) == 66
+
+
 def test_abc_all_zero_is_c(spark, base_config):
-    rows = [(f"z{i}", {"cv": 0.0}) for i in range(3)]
+    rows = [(f"z{i}", {"money": 0.0}) for i in range(3)]
     assert {r.abc_class for r in _tiers(spark, base_config, rows).collect()} == {"C"}
 
 
@@ -126,3 +151,21 @@ def test_campaign_targets_one_row_per_match(spark, base_config):
     reason = campaign_targets(scores, base_config.tiers).where("account_id = 'r'").first().reason
     assert reason == ("valuable account at churn risk (lifecycle_stage=churn_risk; "
                       "value_level=high)")
+
+
+def test_tier_summary_by_abc_class(spark, base_config):
+    """Accounts and money per tier x segment x ABC class: the share of accounts and of money
+    per class are sums over the rows."""
+    from cvm_spark.segments.tiers import tier_summary
+
+    rows = [(f"p{v}", {"money": float(v)}) for v in (50, 30, 10, 6, 4)]
+    tiers = _tiers(spark, base_config, rows)
+    assigned = tiers.select("*", F.lit("Loyal").alias("segment"),
+                            F.lit(2.0).alias("current_value"), F.lit(1.0).alias("future_value"))
+    got = tier_summary(assigned).select("abc_class", "accounts", "total_contribution_money",
+                                        "total_current_value")
+    expected = spark.createDataFrame(
+        [("A", 2, 80.0, 4.0), ("B", 2, 16.0, 4.0), ("C", 1, 4.0, 2.0)],
+        "abc_class string, accounts long, total_contribution_money double, "
+        "total_current_value double")
+    assertDataFrameEqual(got, expected)

@@ -242,3 +242,17 @@ def test_mid_rank_is_the_mean_of_the_two_counts(spark):
                       ((cp.below(x, b) + cp.at_or_below(x, b)) / 2.0).alias("want")).collect()
     assert [r.mid for r in rows] == [r.want for r in rows]
     assert rows[5].mid == 3.5   # 0.0: -inf and -2.0 below (2), three cuts at it (5): 3.5
+
+
+def test_contribution_money_weights_the_components_in_currency(spark):
+    from cvm_spark.models.value import contribution_money
+
+    df = spark.createDataFrame([("a", 1000.0, 200.0, 50.0, 300.0), ("b", None, -40.0, None, 0.0)],
+                               "account_id string, historical_value double, "
+                               "current_value double, influence_value double, "
+                               "future_value double")
+    got = {r.account_id: r.m for r in df.select("account_id", contribution_money(CFG).alias("m"))
+           .collect()}
+    # .20 / .55 / .05 / .20 of the shipped weights; nulls count as 0
+    assert got == pytest.approx({"a": 0.2 * 1000 + 0.55 * 200 + 0.05 * 50 + 0.2 * 300,
+                                 "b": 0.55 * -40.0})

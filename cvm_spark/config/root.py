@@ -16,7 +16,13 @@ from cvm_spark.config.elasticity import ElasticityConfig
 from cvm_spark.config.future_value import FutureValueConfig
 from cvm_spark.config.loyalty import LoyaltyConfig
 from cvm_spark.config.sources import GeneratorConfig, InputsConfig, ValidationConfig
-from cvm_spark.config.stages import FeaturesConfig, RfmConfig, TiersConfig, ValueConfig
+from cvm_spark.config.stages import (
+    FeaturesConfig,
+    KpiConfig,
+    RfmConfig,
+    TiersConfig,
+    ValueConfig,
+)
 from cvm_spark.config.warehouse import OutputConfig, PerformanceConfig, PrivacyConfig
 from cvm_spark.schemas.inputs import ACCOUNT_ID
 
@@ -42,6 +48,7 @@ class CvmConfig:
     elasticity: ElasticityConfig = field(default_factory=ElasticityConfig)
     future_value: FutureValueConfig = field(default_factory=FutureValueConfig)
     clv: ClvConfig = field(default_factory=ClvConfig)
+    kpi: KpiConfig = field(default_factory=KpiConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     spark: dict[str, str] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)

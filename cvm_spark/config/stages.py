@@ -194,15 +194,26 @@ class ValueConfig:
         _weights_sum_to_one(self.contribution_weights.as_dict(), "contribution_weights")
 
 
+ABC_MEASURES = ("contribution_money", "contribution_value")
+
+
 @dataclass(frozen=True)
 class AbcConfig:
-    """Pareto classes on contribution value: A up to a_share of the cumulative value."""
+    """Pareto classes: A up to ``a_share`` of the cumulative ``measure``, B up to ``b_share``.
+
+    ``measure``: ``contribution_money`` (default: the contribution weights applied to the
+    value components in currency, so class A is the few accounts that carry most of the
+    money) or ``contribution_value`` (the 0..100 percentile composite).
+    """
 
     a_share: float = 0.80
     b_share: float = 0.95
     points: int = 1000
+    measure: str = "contribution_money"
 
     def __post_init__(self) -> None:
+        check(self.measure in ABC_MEASURES,
+              f"measure must be one of {ABC_MEASURES}, got {self.measure!r}")
         check(0 < self.a_share < self.b_share < 1,
               f"a_share and b_share must satisfy 0 < a_share < b_share < 1, got "
               f"{self.a_share}, {self.b_share}")
@@ -293,9 +304,6 @@ class TiersConfig:
 
     high_value_pct: float = 80.0
     medium_value_pct: float = 50.0
-    good_loyalty_bands: list[str] = field(default_factory=lambda: ["high", "fairly_high"])
-    good_credit_grades: list[str] = field(default_factory=lambda: ["A", "B"])
-    fair_credit_grades: list[str] = field(default_factory=lambda: ["C"])
     risky_credit_grades: list[str] = field(default_factory=lambda: ["D", "E"])
     no_credit_grade: str = "B"
     credit_grade_column: str = "credit_grade_3m"
@@ -333,3 +341,19 @@ class TiersConfig:
                       f"got {sorted(got)}")
         names = [c.name for c in self.campaigns]
         check(len(set(names)) == len(names), f"campaigns has duplicate names: {names}")
+
+
+@dataclass(frozen=True)
+class KpiConfig:
+    """Company-level KPIs of the ``kpi_summary`` table (spec section 9).
+
+    Attributes:
+        min_group_size: a figure computed from fewer accounts (or survey responses) than
+            this is flagged ``small_group`` (shown, not hidden).
+    """
+
+    min_group_size: int = 30
+
+    def __post_init__(self) -> None:
+        check(self.min_group_size >= 1, f"min_group_size must be >= 1, got "
+                                        f"{self.min_group_size}")

@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 SUMMARY_METRICS = ("rmse", "baseline_rmse", "mae", "r2", "r", "alpha", "a", "b", "p", "q", "v",
                    "log_likelihood", "converged")
 # written by the model steps, in this order
-MODEL_TABLES = ("model_metrics", "value_scores", "tiers", "campaign_targets", "tier_summary")
+MODEL_TABLES = ("model_metrics", "value_scores", "tiers", "campaign_targets", "tier_summary",
+                "kpi_summary")
 # the tables written through _write (run_log has its own writer and no account data)
 PIPELINE_TABLES = ("quarantine", "features", "rfm", *MODEL_TABLES)
 

@@ -53,6 +53,7 @@ from cvm_spark.models.loyalty import LoyaltyModel, add_loyalty, fit_loyalty, loy
 from cvm_spark.models.value import (
     PERCENTILE_ACCURACY,
     SCALED,
+    contribution_money,
     contribution_value,
     influence_value,
     percentile_probabilities,
@@ -63,6 +64,7 @@ from cvm_spark.models.weights import contribution_weight_metrics
 from cvm_spark.pipeline.facts import scored_base_of
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.schemas.outputs import MetricRow
+from cvm_spark.segments.kpis import acquisition_kpis, kpi_inputs
 from cvm_spark.segments.tiers import (
     TIER_COLUMNS,
     abc_accuracy,
@@ -92,6 +94,7 @@ class ModelOutputs:
     tiers: DataFrame
     campaign_targets: DataFrame
     tier_summary: DataFrame
+    kpi_summary: DataFrame
     model_metrics: DataFrame
 
 
@@ -170,7 +173,7 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
     with stage("value_components"):
         scores, cuts = _value_components(frame, scored_base, accepted, cfg, materialize)
     with stage("tiers"):
-        abc = fit_abc(scores, "contribution_value", cfg.tiers, cuts=cuts["abc"])
+        abc = fit_abc(scores, cfg.tiers.abc.measure, cfg.tiers, cuts=cuts["abc"])
         assigned = materialize(
             add_tiers(scores, cfg.tiers, trend_col, arpu_col, vol_col, abc,
                       credit_grade_col=cfg.tiers.credit_grade_column), "scores")
@@ -178,7 +181,10 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
     return ModelOutputs(value_scores=assigned.select(*table_columns("value_scores", cfg)),
                         tiers=assigned.select(*TIER_COLUMNS),
                         campaign_targets=campaign_targets(assigned, cfg.tiers),
-                        tier_summary=tier_summary(assigned), model_metrics=metrics)
+                        tier_summary=tier_summary(assigned),
+                        kpi_summary=acquisition_kpis(
+                            kpi_inputs(assigned, accepted["accounts"], cfg), cfg),
+                        model_metrics=metrics)
 
 
 def _window_columns(cfg: CvmConfig) -> tuple[str, str, str]:
@@ -272,7 +278,8 @@ def _value_components(frame: DataFrame, scored_base: DataFrame,
     # percentile projections of a dozen columns and the tier rules in one generated
     # method outgrow the JVM's 64 KB limit (codegen then falls back to interpreting)
     scored = materialize(
-        scaled.select("*", contribution_value(cfg.value).alias("contribution_value")),
+        scaled.select("*", contribution_value(cfg.value).alias("contribution_value"),
+                      contribution_money(cfg.value).alias("contribution_money")),
         "scored")
     # the contribution's percentile and ABC cut points: one aggregate (the same
     # expression when both use the same points, which Spark then computes once)
@@ -283,12 +290,14 @@ def _value_components(frame: DataFrame, scored_base: DataFrame,
 
 
 def _contribution_cuts(scored: DataFrame, cfg: CvmConfig) -> dict[str, list[float]]:
-    """Cut points of the contribution value for its percentile and for the ABC classes."""
+    """Cut points of the contribution value for its percentile and of the ABC measure
+    (``tiers.abc.measure``) for the ABC classes, in one aggregate."""
     value: Column = F.col("contribution_value")
     row = scored.agg(
         quantiles(value, percentile_probabilities(cfg.value.percentile_points),
                   PERCENTILE_ACCURACY).alias("pct"),
-        quantiles(value, abc_probabilities(cfg.tiers), abc_accuracy(cfg.tiers)).alias("abc"),
+        quantiles(F.col(cfg.tiers.abc.measure), abc_probabilities(cfg.tiers),
+                  abc_accuracy(cfg.tiers)).alias("abc"),
     ).first()
     assert row is not None
     return {k: [float(x) for x in (row[k] or [])] for k in ("pct", "abc")}

@@ -29,7 +29,12 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "campaign_targets": "One row per account and campaign whose rule matched, with the reason.",
     "model_metrics": "Fitted parameters, weights and quality metrics of the models of a run "
                      "(long format: model, scope, metric, value).",
-    "tier_summary": "Accounts and value per snapshot, tier and RFM segment (BI aggregate).",
+    "tier_summary": "Accounts and value per snapshot, tier, RFM segment and ABC class (BI "
+                    "aggregate).",
+    "kpi_summary": "Company-level KPIs per snapshot (spec section 9): acquisition cost (CAC) "
+                   "per channel and acquisition month, CAC, CLV, CLV / CAC and payback "
+                   "months per channel, tier and overall; one row per group and KPI, with the "
+                   "accounts behind each figure.",
     "run_log": "One row per input table, output table and stage of every run of a snapshot: "
                "row counts read / quarantined / written, stage durations, config hash and "
                "code version. Appended (keeps every run), written last.",
@@ -92,6 +97,9 @@ _FIXED: dict[str, str] = {
     "fv_cluster": "Future-value cluster, named from its centroid (high_value, ...).",
     "contribution_value": "Weighted sum of the 0..100 percentiles of historical, current, "
                           "influence and future value (value.contribution_weights).",
+    "contribution_money": "The contribution weights applied to historical, current, influence "
+                          "and future value in currency (nulls as 0): what ABC classes are "
+                          "cut on by default (tiers.abc.measure).",
     # credit, loyalty, elasticity (docs/quality.md)
     "credit_score": "Scorecard credit score of the snapshot month (credit.scorecard); null "
                     "without a credit row that month.",
@@ -114,8 +122,9 @@ _FIXED: dict[str, str] = {
     "expected_avg_value": "Gamma-Gamma expected mean purchase-day amount.",
     "clv_discounted": "Discounted CLV over the clv horizon (BG/NBD x Gamma-Gamma).",
     # tiers
-    "abc_class": "Pareto class on contribution value: A = top tiers.abc.a_share of cumulative "
-                 "value, B = up to b_share, C = the rest.",
+    "abc_class": "Pareto class on tiers.abc.measure (contribution_money by default): A = the "
+                 "accounts carrying the top tiers.abc.a_share of the total, B = up to "
+                 "b_share, C = the rest.",
     "value_level": "high / medium / low from contribution_value_pct and tiers.*_value_pct.",
     "lifecycle_stage": f"{', '.join(LIFECYCLE_STAGES[:-1])} or {LIFECYCLE_STAGES[-1]} "
                        "(rules in tiers.lifecycle).",
@@ -143,9 +152,22 @@ _FIXED: dict[str, str] = {
     "accounts": "Number of accounts.",
     "total_contribution_value": "Sum of contribution_value.",
     "mean_contribution_value": "Mean contribution_value.",
+    "total_contribution_money": "Sum of contribution_money (currency).",
     "total_current_value": "Sum of current_value.",
     "mean_current_value": "Mean current_value.",
     "total_future_value": "Sum of future_value.",
+    # kpi summary
+    "dimension": "What the rows are grouped by: acquisition_channel_month, "
+                 "acquisition_channel, tier or all.",
+    "group_name": "The group: a channel ((unknown) when the account has none), a tier, or all.",
+    "period_month": "First day of the acquisition month (acquisition_channel_month rows), "
+                    "else null.",
+    "kpi": "new_accounts, accounts, cac (mean acquisition cost), clv (mean lifetime value), "
+           "clv_cac_ratio, payback_months (cac / mean monthly contribution; null when that is "
+           "not positive).",
+    "base": "Accounts behind the figure (for cost-based KPIs: accounts with a known "
+            "acquisition cost).",
+    "small_group": "True when base < kpi.min_group_size: the figure rests on few accounts.",
     # quarantine
     "source_table": "Input table the row was read from.",
     "reason": "Quarantine: reason code (docs/data-contract.md). Campaign targets: why the "

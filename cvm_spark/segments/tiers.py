@@ -22,11 +22,13 @@ DAYS_PER_MONTH = 30
 
 @dataclass(frozen=True)
 class AbcFit:
-    """Where classes A and B start among the contribution cut points (:func:`fit_abc`)."""
+    """Where classes A and B start among the cut points of the ABC measure
+    (:func:`fit_abc`)."""
 
     cuts: CutPoints
     a_start: int   # buckets >= a_start are A
     b_start: int   # buckets >= b_start (and < a_start) are B
+    measure: str = "contribution_value"   # the column the classes are cut on
 
 
 def abc_bucket_column(abc_cuts: CutPoints, value: str, search: Search | None) -> Column:
@@ -86,7 +88,7 @@ def fit_abc(df: DataFrame, value: str, cfg: TiersConfig,
     sums = {int(r["b"]): float(r["s"] or 0.0)
             for r in out.groupBy(bucket.alias("b")).agg(F.sum(value).alias("s")).collect()}
     a_start, b_start = _abc_starts(sums, cfg)
-    return AbcFit(cut_points, a_start, b_start)
+    return AbcFit(cut_points, a_start, b_start, value)
 
 
 def _in(col: str, values: list[str]) -> Column:
@@ -141,7 +143,8 @@ def lifecycle_stage(cfg: TiersConfig, trend_col: str, volatility_col: str) -> Co
 
 
 TIER_COLUMNS = [
-    SNAPSHOT_MONTH, ACCOUNT_ID, "contribution_value", "contribution_value_pct", "abc_class",
+    SNAPSHOT_MONTH, ACCOUNT_ID, "contribution_value", "contribution_value_pct",
+    "contribution_money", "abc_class",
     "value_level", "lifecycle_stage", "tier", "tier_label_en", "tier_label_zh",
     "contact_channel", "service_level", "tier_reason", "value_risk_quadrant",
     "value_risk_label", "value_risk_strategy", "value_growth_quadrant", "value_growth_label",
@@ -164,8 +167,8 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
         abc: :func:`fit_abc` on ``scores``' contribution value.
         credit_grade_col: the grade the tier rules read (``tiers.credit_grade_column``).
     """
-    out, searches = bucketize(scores, {"contribution_value": abc.cuts})
-    bucket = abc_bucket_column(abc.cuts, "contribution_value", searches.get("contribution_value"))
+    out, searches = bucketize(scores, {abc.measure: abc.cuts})
+    bucket = abc_bucket_column(abc.cuts, abc.measure, searches.get(abc.measure))
     df = out.select(*scores.columns, bucket.alias("_bucket"))
     pct = F.col("contribution_value_pct")
     base = df.select(
@@ -228,7 +231,7 @@ def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: 
     Returns:
         The tiers table columns (:data:`TIER_COLUMNS`).
     """
-    abc = fit_abc(scores, "contribution_value", cfg)
+    abc = fit_abc(scores, cfg.abc.measure, cfg)
     return add_tiers(scores, cfg, trend_col, arpu_col, volatility_col, abc).select(
         *TIER_COLUMNS)
 
@@ -278,17 +281,20 @@ def campaign_targets(scores: DataFrame, cfg: TiersConfig) -> DataFrame:
 
 
 def tier_summary(assigned: DataFrame) -> DataFrame:
-    """Per snapshot x tier x RFM segment: accounts, total and mean values (for BI).
+    """Per snapshot x tier x RFM segment x ABC class: accounts, total and mean values (for
+    BI: the share of accounts and of money per ABC class are sums over these rows).
 
     Args:
         assigned: one row per account with the tier columns (:func:`add_tiers`), ``segment``,
-            ``contribution_value``, ``current_value`` and ``future_value``.
+            ``contribution_value``, ``contribution_money``, ``current_value`` and
+            ``future_value``.
     """
     return assigned.groupBy(SNAPSHOT_MONTH, "tier", "tier_label_en", "tier_label_zh",
-                            "segment").agg(
+                            "segment", "abc_class").agg(
         F.count(F.lit(1)).alias("accounts"),
         F.sum("contribution_value").alias("total_contribution_value"),
         F.avg("contribution_value").alias("mean_contribution_value"),
+        F.sum("contribution_money").alias("total_contribution_money"),
         F.sum("current_value").alias("total_current_value"),
         F.avg("current_value").alias("mean_current_value"),
         F.sum("future_value").alias("total_future_value"),

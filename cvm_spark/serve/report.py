@@ -141,6 +141,52 @@ def _migration_html(data: ReportData) -> str:
         table, _img(plot_migration(data), "tier migration heat map")])
 
 
+def _abc_html(data: ReportData) -> list[str]:
+    """The ABC classes: accounts and contribution money, each with its share of the total."""
+    accounts = sum(n for _, n, _ in data.abc) or 1
+    money = sum(m for _, _, m in data.abc if m is not None and m > 0) or None
+
+    def share(m: float | None) -> str:
+        return "" if m is None or money is None else f"{100 * m / money:.1f}%"
+
+    return ["<h2 id=\"abc\">ABC classes</h2>",
+            "<p>Pareto classes on contribution money (tiers.abc.measure): class A is the "
+            "accounts that carry the first 80 % of it. Shares of money are of the positive "
+            "total.</p>",
+            _table(["class", "accounts", "share of accounts", "contribution money",
+                    "share of money"],
+                   [[_e(c), f"{n:,}", f"{100 * n / accounts:.1f}%", fmt_num(m, ",.0f"),
+                     share(m)] for c, n, m in data.abc], "abc")]
+
+
+KPI_SHOWN = ("accounts", "cac", "clv", "clv_cac_ratio", "payback_months")
+
+
+def _kpi_html(data: ReportData) -> list[str]:
+    """Acquisition cost and lifetime value per channel, per tier and overall
+    (``kpi_summary``); figures resting on few accounts are marked."""
+    head = ["<h2 id=\"kpis\">Acquisition cost and lifetime value</h2>"]
+    if not data.kpis:
+        return [*head, '<p class="note">No kpi_summary rows for this snapshot.</p>']
+    groups = list(dict.fromkeys((d, g) for d, g, _ in data.kpis))
+    order = {"acquisition_channel": 0, "tier": 1, "all": 2}
+    groups.sort(key=lambda dg: (order.get(dg[0], 3), dg[1]))
+
+    def cell(dim: str, group: str, kpi: str) -> str:
+        value, _, small = data.kpis.get((dim, group, kpi), (None, 0, False))
+        text = fmt_num(value, ",.0f" if kpi in ("accounts", "cac", "clv") else ",.2f")
+        return f"{text}*" if small and kpi != "accounts" else text
+
+    return [*head,
+            "<p>CAC: mean acquisition cost of the accounts with a known cost; CLV: their mean "
+            "lifetime value; payback: CAC over the mean monthly contribution (n/a: not "
+            "positive). * marks a figure from fewer than kpi.min_group_size accounts.</p>",
+            _table(["dimension", "group", "accounts", "CAC", "CLV", "CLV / CAC",
+                    "payback months"],
+                   [[_e(d), _e(g), *[cell(d, g, k) for k in KPI_SHOWN]] for d, g in groups],
+                   "kpis", left=2)]
+
+
 def render_html(data: ReportData) -> str:
     """The report page for ``data`` (a self-contained HTML document)."""
     month = f"{data.snapshot:%Y-%m}"
@@ -156,6 +202,8 @@ def render_html(data: ReportData) -> str:
               _table(["tier", "accounts", "share"],
                      [[_e(t), f"{n:,}", f"{100 * n / total:.1f}%"] for t, n in data.tiers],
                      "tier-distribution")]
+    parts += _abc_html(data)
+    parts += _kpi_html(data)
     parts += ["<h2 id=\"lifecycle\">Lifecycle funnel</h2>",
               _img(plot_lifecycle(data), "accounts per lifecycle stage"),
               _table(["lifecycle stage", "accounts"],

@@ -45,6 +45,11 @@ class ReportData:
     backtest: dict[str, dict[str, float]] = field(default_factory=dict)
     migration: list[tuple[str, str, int]] = field(default_factory=list)
     tier_order: list[str] = field(default_factory=list)
+    # ABC class -> (accounts, contribution money; None in a table written before it existed)
+    abc: list[tuple[str, int, float | None]] = field(default_factory=list)
+    # kpi_summary rows without a period: (dimension, group, kpi) -> (value, base, small)
+    kpis: dict[tuple[str, str, str], tuple[float | None, int, bool]] = field(
+        default_factory=dict)
 
 
 def _exists(spark: SparkSession, output: OutputConfig, table: str) -> bool:
@@ -86,6 +91,15 @@ def tier_migration(previous: DataFrame, current: DataFrame) -> DataFrame:
     return (joined.select(F.coalesce("prev_tier", F.lit(NEW_ACCOUNT)).alias("prev_tier"),
                           F.coalesce("tier", F.lit(GONE_ACCOUNT)).alias("tier"))
             .groupBy("prev_tier", "tier").agg(F.count(F.lit(1)).alias("accounts")))
+
+
+def abc_classes(tiers: DataFrame) -> list[tuple[str, int, float | None]]:
+    """(ABC class, accounts, contribution money) of the snapshot's tiers, A first (one
+    aggregate, three rows)."""
+    money = (F.sum("contribution_money") if "contribution_money" in tiers.columns
+             else F.lit(None).cast("double"))
+    return sorted((r["abc_class"], int(r["n"]), r["money"]) for r in tiers.groupBy("abc_class")
+                  .agg(F.count(F.lit(1)).alias("n"), money.alias("money")).collect())
 
 
 def _run_section(spark: SparkSession, output: OutputConfig, data: ReportData) -> None:
@@ -165,6 +179,12 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
             for r in rfm.groupBy("r_score", "f_score").agg(
                 F.count(F.lit(1)).alias("n"), F.avg("monetary").alias("mean_monetary"))
             .collect())
+    data.abc = abc_classes(tiers)
+    kpis = _snapshot_rows(spark, output, "kpi_summary", snapshot)
+    if kpis is not None:   # a few dozen rows: channels and tiers x 5 KPIs
+        data.kpis = {(r["dimension"], r["group_name"], r["kpi"]):
+                     (r["value"], int(r["base"]), bool(r["small_group"]))
+                     for r in kpis.where(F.col("period_month").isNull()).collect()}
     _metrics(spark, output, data)
     _run_section(spark, output, data)
     data.previous = previous_snapshot(spark, output, snapshot)

@@ -89,12 +89,13 @@ def _value_scores(cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
         *[(c, STRING if c == "loyalty_band" else DOUBLE) for c in loyalty_columns(cfg.loyalty)],
         *doubles(*ELASTICITY_NUMBERS, *CLV_COLUMNS), ("elasticity_class", STRING),
         *doubles(*[f"{c}_pct" for c in [*SCALED, *groups]]),
-        *doubles("contribution_value", "contribution_value_pct"),
+        *doubles("contribution_value", "contribution_value_pct", "contribution_money"),
     ]
 
 
 def _tiers() -> list[tuple[str, T.DataType]]:
-    types = {SNAPSHOT_MONTH: DATE, "contribution_value": DOUBLE, "contribution_value_pct": DOUBLE}
+    types = {SNAPSHOT_MONTH: DATE, "contribution_value": DOUBLE, "contribution_value_pct": DOUBLE,
+             "contribution_money": DOUBLE}
     return [(c, types.get(c, STRING)) for c in TIER_COLUMNS]
 
 
@@ -115,10 +116,15 @@ def _columns(table: str, cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
         "model_metrics": [(SNAPSHOT_MONTH, DATE), ("run_id", STRING), ("model", STRING),
                           ("scope", STRING), ("metric", STRING), ("value", DOUBLE)],
         "tier_summary": [(SNAPSHOT_MONTH, DATE), ("tier", STRING), ("tier_label_en", STRING),
-                         ("tier_label_zh", STRING), ("segment", STRING), ("accounts", LONG),
+                         ("tier_label_zh", STRING), ("segment", STRING),
+                         ("abc_class", STRING), ("accounts", LONG),
                          ("total_contribution_value", DOUBLE),
-                         ("mean_contribution_value", DOUBLE), ("total_current_value", DOUBLE),
+                         ("mean_contribution_value", DOUBLE),
+                         ("total_contribution_money", DOUBLE), ("total_current_value", DOUBLE),
                          ("mean_current_value", DOUBLE), ("total_future_value", DOUBLE)],
+        "kpi_summary": [(SNAPSHOT_MONTH, DATE), ("dimension", STRING), ("group_name", STRING),
+                        ("period_month", DATE), ("kpi", STRING), ("value", DOUBLE),
+                        ("base", LONG), ("small_group", T.BooleanType())],
         "run_log": list(RUN_LOG_COLUMNS),
     }
     if table not in fixed:
