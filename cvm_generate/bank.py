@@ -35,6 +35,7 @@ from cvm_generate.activity import (
     transactions_table,
 )
 from cvm_generate.plan import Plan
+from cvm_generate.surveys import surveys_table
 from cvm_spark.config import CvmConfig, GeneratorConfig, ValidationConfig
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 def generate_tables(spark: SparkSession, gen: GeneratorConfig, snapshot: datetime.date,
                     validation: ValidationConfig) -> dict[str, DataFrame]:
-    """All six input tables (keys = names in schemas.INPUT_TABLES) for gen.accounts accounts over
+    """All seven input tables, the optional surveys included (keys = names in
+    schemas.INPUT_TABLES) for gen.accounts accounts over
     gen.months months ending at `snapshot` (first day of the snapshot month).
 
     Args:
@@ -73,6 +75,7 @@ def generate_tables(spark: SparkSession, gen: GeneratorConfig, snapshot: datetim
         "marketing": marketing_table(am, plan),
         "credit": credit_table(am, plan),
         "relations": relations_table(base, plan),
+        "surveys": surveys_table(am, plan),
     }
 
 

@@ -109,6 +109,8 @@ CREDIT_BAD_KINDS = ("null_key", "blank_key", "orphan_account", "month_not_start"
                     "inf_utilisation")
 RELATION_BAD_KINDS = ("null_key", "blank_key", "self_relation", "orphan_related",
                       "orphan_account", "unknown_relation")
+SURVEY_BAD_KINDS = ("null_key", "blank_key", "orphan_account", "after_snapshot",
+                    "csat_out_of_range", "recommend_out_of_range", "no_answer")
 
 BAD_KINDS: dict[str, tuple[str, ...]] = {
     "accounts": ACCOUNT_BAD_KINDS,
@@ -117,6 +119,7 @@ BAD_KINDS: dict[str, tuple[str, ...]] = {
     "marketing": MARKETING_BAD_KINDS,
     "credit": CREDIT_BAD_KINDS,
     "relations": RELATION_BAD_KINDS,
+    "surveys": SURVEY_BAD_KINDS,
 }
 
 # The quarantine reason (schemas.REASONS) each bad-row kind should receive.
@@ -147,6 +150,18 @@ BAD_ROW_REASONS: dict[str, str] = {
     "nan_spend": "non_finite_value",
     "inf_utilisation": "non_finite_value",
     "self_relation": "self_relation",
+    "csat_out_of_range": "value_out_of_range",
+    "recommend_out_of_range": "value_out_of_range",
+    "no_answer": "missing_value",
 }
+
+# Surveys: the share of open account-months with a response (anchor accounts always answer
+# in the snapshot month), the mean satisfaction (CSAT 1..5) of each pattern, and the survey
+# channels.
+SURVEY_RATE = 0.04
+SURVEY_CSAT = {"new": 4.0, "growing": 4.3, "stable": 4.0, "volatile": 3.2, "declining": 2.6,
+               "dormant": 2.8, "closed": 2.2}
+SURVEY_CHANNELS = ("app", "email", "phone", "branch")
+SURVEY_CHANNEL_SHARES = (0.4, 0.3, 0.2, 0.1)
 
 

@@ -60,6 +60,8 @@ GOOD: dict[str, dict[str, str]] = {
     "credit": {"account_id": "A1", "month": "2024-06-01", "days_past_due": "0",
                "overdue_amount": "0.0", "credit_limit": "1000.0", "utilisation": "0.2"},
     "relations": {"account_id": "A1", "related_account_id": "A2", "relation": "family"},
+    "surveys": {"account_id": "A1", "survey_date": "2024-06-10", "csat": "4", "recommend": "9",
+                "channel": "app"},
 }
 BASE_ACCOUNTS = ("A1", "A2")
 
@@ -222,6 +224,28 @@ ROW_CASES = [
          expect="unknown_category"),
     case("rel-duplicate", "relations", "same pair and relation twice", {}, {},
          expect=(None, DUP)),
+    # surveys (optional)
+    case("sv-csat-6", "surveys", "csat 6 (scale 1..5)", {"csat": "6"},
+         expect="value_out_of_range"),
+    case("sv-csat-0", "surveys", "csat 0 (scale 1..5)", {"csat": "0"},
+         expect="value_out_of_range"),
+    case("sv-recommend-11", "surveys", "recommend 11 (scale 0..10)", {"recommend": "11"},
+         expect="value_out_of_range"),
+    case("sv-recommend-0", "surveys", "recommend 0 (a detractor)", {"recommend": "0"},
+         expect=None),
+    case("sv-csat-only", "surveys", "recommend empty (one question answered)",
+         {"recommend": ""}, expect=None),
+    case("sv-no-answer", "surveys", "csat and recommend empty", {"csat": "", "recommend": ""},
+         expect="missing_value"),
+    case("sv-csat-text", "surveys", "csat 'good'", {"csat": "good"}, expect="malformed_value"),
+    case("sv-date-future", "surveys", "survey_date after the snapshot month",
+         {"survey_date": "2024-07-01"}, expect="date_out_of_window"),
+    case("sv-null-date", "surveys", "survey_date empty", {"survey_date": ""},
+         expect="missing_value"),
+    case("sv-unknown-account", "surveys", "account not in accounts",
+         {"account_id": "ZZ-unknown"}, expect="orphan_account"),
+    case("sv-duplicate", "surveys", "same account, date and channel twice", {}, {},
+         expect=(None, DUP)),
 ]
 
 
@@ -313,7 +337,8 @@ def _classify(spark, cfg, written: dict[str, int]) -> Classified:
             out.quarantined_per_table[row.source_table] += 1
         out.profile = validated.profile()
         out.read = {t: sum(n.values()) for t, n in out.profile.counts.items()}
-        out.accepted = {t: validated.accepted(t).count() for t in INPUT_TABLES}
+        out.accepted = {t: validated.accepted(t).count() for t in INPUT_TABLES
+                        if validated.has(t)}
     finally:
         validated.unpersist()
     return out
@@ -327,8 +352,9 @@ def csv_corpus(spark, base_config, tmp_path_factory) -> Classified:
 
 
 # Cases tested by a test of their own (named in the docstring) rather than a parametrised one.
-SINGLE_CASES = ["csv-blank-line", "cfg-unquoted-date"]
-DOC_ID = re.compile(r"^\| `((?:acc|txn|mp|mkt|cr|rel|pq|tbl|cfg|csv)-[a-z0-9-]+)` \|", re.M)
+SINGLE_CASES = ["csv-blank-line", "cfg-unquoted-date", "tbl-surveys-absent"]
+DOC_ID = re.compile(r"^\| `((?:acc|txn|mp|mkt|cr|rel|sv|pq|tbl|cfg|csv)-[a-z0-9-]+)` \|",
+                    re.M)
 
 
 def _all_ids() -> list[str]:
@@ -402,10 +428,11 @@ PARQUET_CASES = [
 @pytest.fixture(scope="module")
 def parquet_corpus(spark, base_config, tmp_path_factory) -> Classified:
     root = tmp_path_factory.mktemp("bad-inputs-parquet")
-    # the optional tables are empty here too: test_optional_tables_may_be_empty uses this run
+    # the optional tables are empty here too, and there is no surveys directory:
+    # test_optional_tables_may_be_empty uses this run
     empty = {table: _header(table) + "\n" for _, table in PROCEED_CASES}
     written = write_csv_bank(root / "data", PARQUET_CASES,
-                             replace={"transactions": None, **empty})
+                             replace={"transactions": None, "surveys": None, **empty})
     good = {"account_id": "A1", "txn_id": "g1", "txn_ts": datetime(2024, 6, 3, 10),
             "amount": 10.0, "product_line": "card", "direction": "debit",
             "counterparty_id": None}
@@ -441,6 +468,7 @@ class StopCase:
     snapshot: str = SNAPSHOT
     parquet: dict[str, str] = field(default_factory=dict)  # table -> SQL of its rows
     error: type[Exception] = InputSchemaError
+    tables: dict[str, dict[str, str]] = field(default_factory=dict)  # inputs.tables entries
 
 
 def _without(table: str, column: str) -> str:
@@ -471,6 +499,10 @@ STOP_CASES = [
     StopCase("tbl-relations-missing", "relations", "no relations directory",
              r"input table relations: cannot read csv at .*relations",
              replace={"relations": None}),
+    StopCase("tbl-surveys-configured-missing", "surveys",
+             "inputs.tables names a surveys path that does not exist",
+             r"input table surveys: cannot read csv at .*no-such-surveys",
+             tables={"surveys": {"path": "no-such-surveys"}}),
     StopCase("tbl-marketing-zero-bytes", "marketing", "marketing file of zero bytes",
              r"input table marketing: cannot read csv at .*marketing: no columns \(the files "
              r"are empty: no header line\)", replace={"marketing": ""}),
@@ -512,7 +544,7 @@ STOP_CASES = [
 
 @pytest.mark.parametrize("case", STOP_CASES, ids=lambda c: c.id)
 def test_stops_before_any_write(spark, base_config, tmp_path, case):
-    tables = {}
+    tables = dict(case.tables)
     for table, sql in case.parquet.items():
         path = tmp_path / f"{table}.parquet"
         spark.sql(sql).write.parquet(str(path))
@@ -535,11 +567,13 @@ PROCEED_CASES = [
 
 def test_optional_tables_may_be_empty(parquet_corpus):
     """tbl-marketing-empty, tbl-credit-empty, tbl-relations-empty: all three are empty in the
-    Parquet corpus's bank, and the snapshot check passes on its profile."""
+    Parquet corpus's bank, and the snapshot check passes on its profile. tbl-surveys-absent:
+    the bank has no surveys directory and the config names none: the table is left out."""
     profile = parquet_corpus.profile
     check_snapshot_data(profile, date(2024, 6, 1))  # does not raise
     for _, table in PROCEED_CASES:
         assert profile.counts[table] == {}
+    assert "surveys" not in profile.counts and "surveys" not in parquet_corpus.accepted
     assert profile.counts["transactions"]["accepted"] == 2  # base and pq-txn-ok
     assert profile.last_accepted["transactions"] == date(2024, 6, 3)
     assert profile.last_accepted["monthly_product"] == date(2024, 6, 1)

@@ -75,3 +75,51 @@ def test_small_groups_are_flagged_not_hidden(spark, base_config):
     got = acquisition_kpis(kpi_inputs(assigned, accounts, base_config), base_config)
     assert base_config.kpi.min_group_size == 30
     assert got.count() == 6 + 5 * 6 and got.where("not small_group").count() == 0
+
+
+def test_csat_and_nps_by_hand(spark, base_config):
+    """Responses of the last 12 months (2024-01 .. 2024-12) of scored accounts: a1 (gold,
+    Champions, stable) 5/10 and 4/9, a2 (copper, Lost, dormant) 2/3 (its 2023-12 response is
+    outside the window), a3 (copper, Champions, stable) -/7 and 3/-; a9 is not scored.
+    Overall: CSAT (5 + 4 + 2 + 3) / 4 = 3.5; recommend 10, 9, 3, 7: 2 promoters, 1 detractor
+    of 4 answers, NPS 100 (2 - 1) / 4 = 25."""
+    from cvm_spark.segments.kpis import survey_kpis
+
+    cfg = replace(base_config, kpi=KpiConfig(min_group_size=2))
+    assigned = spark.createDataFrame(
+        [(S, "a1", "gold", "Champions", "stable"), (S, "a2", "copper", "Lost", "dormant"),
+         (S, "a3", "copper", "Champions", "stable")],
+        "snapshot_month date, account_id string, tier string, segment string, "
+        "lifecycle_stage string")
+    surveys = spark.createDataFrame(
+        [("a1", date(2024, 12, 5), 5, 10, "app"), ("a1", date(2024, 6, 1), 4, 9, "email"),
+         ("a2", date(2024, 11, 11), 2, 3, "phone"), ("a2", date(2023, 12, 31), 1, 0, "app"),
+         ("a3", date(2024, 10, 10), None, 7, "app"), ("a3", date(2024, 3, 3), 3, None, "app"),
+         ("a9", date(2024, 12, 1), 5, 10, "app")],
+        "account_id string, survey_date date, csat int, recommend int, channel string")
+    got = survey_kpis(assigned, surveys, cfg)
+
+    def rows(dim, group, responses, csat, csat_n, nps, nps_n):
+        return [(S, dim, group, None, "responses", float(responses), responses, responses < 2),
+                (S, dim, group, None, "csat", csat, csat_n, csat_n < 2),
+                (S, dim, group, None, "nps", nps, nps_n, nps_n < 2)]
+
+    expected = (rows("all", "all", 5, 3.5, 4, 25.0, 4)
+                + rows("tier", "gold", 2, 4.5, 2, 100.0, 2)
+                + rows("tier", "copper", 3, 2.5, 2, -50.0, 2)
+                + rows("segment", "Champions", 4, 4.0, 3, 200 / 3, 3)
+                + rows("segment", "Lost", 1, 2.0, 1, -100.0, 1)
+                + rows("lifecycle_stage", "stable", 4, 4.0, 3, 200 / 3, 3)
+                + rows("lifecycle_stage", "dormant", 1, 2.0, 1, -100.0, 1))
+    assertDataFrameEqual(got, spark.createDataFrame(expected, got.schema), rtol=1e-12)
+
+
+def test_kpi_summary_without_surveys_has_the_acquisition_rows_only(spark, base_config):
+    from cvm_spark.segments.kpis import kpi_summary
+
+    assigned, accounts = _frames(spark)
+    assigned = assigned.selectExpr("*", "'Loyal' as segment", "'stable' as lifecycle_stage")
+    got = kpi_summary(assigned, {"accounts": accounts}, base_config)
+    assert {r.dimension for r in got.select("dimension").distinct().collect()} == {
+        "acquisition_channel_month", "acquisition_channel", "tier", "all"}
+    assert got.where("kpi in ('csat', 'nps', 'responses')").count() == 0

@@ -223,6 +223,12 @@ def test_report_tables_match_the_tiers_and_run_log(spark, two_snapshots, report_
                      rf"{kpis['accounts'].value:,.0f}</td><td class=\"\">"
                      rf"{kpis['cac'].value:,.0f}</td><td class=\"\">{kpis['clv'].value:,.0f}"
                      rf"</td>", report_html)
+    # satisfaction from the generated surveys: the overall row as kpi_summary has it
+    assert kpis["responses"].value > 0 and -100 <= kpis["nps"].value <= 100
+    assert re.search(rf"<td class=\"l\">all</td><td class=\"l\">all</td><td class=\"\">"
+                     rf"{kpis['responses'].value:,.0f}</td><td class=\"\">"
+                     rf"{kpis['csat'].value:,.2f}\*?</td><td class=\"\">"
+                     rf"{kpis['nps'].value:,.2f}\*?</td>", report_html)
 
 
 @pytest.mark.e2e

@@ -350,10 +350,15 @@ class KpiConfig:
     Attributes:
         min_group_size: a figure computed from fewer accounts (or survey responses) than
             this is flagged ``small_group`` (shown, not hidden).
+        survey_months: CSAT and NPS read the survey responses of this many months, up to
+            the snapshot month end.
     """
 
     min_group_size: int = 30
+    survey_months: int = 12
 
     def __post_init__(self) -> None:
         check(self.min_group_size >= 1, f"min_group_size must be >= 1, got "
                                         f"{self.min_group_size}")
+        check(1 <= self.survey_months <= 120, f"survey_months must be in 1..120, got "
+                                              f"{self.survey_months}")

@@ -5,14 +5,19 @@ or unreadable table, or a column that cannot be cast, stops the run before any w
 
 from __future__ import annotations
 
+import logging
+
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from cvm_spark.common.jvm import hadoop_file
 from cvm_spark.config import InputsConfig
-from cvm_spark.schemas.inputs import INPUT_TABLES, MALFORMED_LINE, InputTable
+from cvm_spark.schemas.inputs import INPUT_TABLES, MALFORMED_LINE, OPTIONAL_TABLES, InputTable
+
+log = logging.getLogger(__name__)
 
 
 class InputSchemaError(ValueError):
@@ -20,18 +25,25 @@ class InputSchemaError(ValueError):
 
 
 def read_inputs(spark: SparkSession, inputs: InputsConfig) -> dict[str, DataFrame]:
-    """Read the six input tables as they are (CSV columns as strings).
+    """Read the input tables as they are (CSV columns as strings).
 
     A CSV table is read with its header's columns as strings plus the column
     ``schemas.MALFORMED_LINE``, which holds the text of a line that does not parse into
-    those columns (and is null otherwise); validation quarantines such lines.
+    those columns (and is null otherwise); validation quarantines such lines. An optional
+    table (``schemas.OPTIONAL_TABLES``) whose default location does not exist is left out
+    (logged); one named in ``inputs.tables`` must exist.
 
     Raises:
-        InputSchemaError: a table's location does not exist or cannot be read.
+        InputSchemaError: a required (or configured optional) table's location does not
+            exist or cannot be read.
     """
     raw = {}
     for name in INPUT_TABLES:
         path, fmt = inputs.location(name)
+        if name in OPTIONAL_TABLES and name not in inputs.tables and not _exists(spark, path):
+            log.info("input table %s: nothing at %s (optional: the figures that need it are "
+                     "not computed)", name, path)
+            continue
         try:
             if fmt == "csv":
                 df = _read_csv(spark, path, inputs.csv_header)
@@ -43,6 +55,11 @@ def read_inputs(spark: SparkSession, inputs: InputsConfig) -> dict[str, DataFram
                                    f"{str(exc).splitlines()[0]}") from None
         raw[name] = df
     return raw
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    fs, jpath = hadoop_file(spark, path)
+    return bool(fs.exists(jpath))
 
 
 def _read_csv(spark: SparkSession, path: str, header: bool) -> DataFrame:

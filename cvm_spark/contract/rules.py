@@ -5,6 +5,7 @@ none), as one column expression per table (docs/data-contract.md).
 from __future__ import annotations
 
 from datetime import date
+from functools import reduce
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -12,7 +13,7 @@ from pyspark.sql import types as T
 
 from cvm_spark.common.months import month_end
 from cvm_spark.config import CvmConfig
-from cvm_spark.schemas.inputs import ACCOUNT_ID, InputTable
+from cvm_spark.schemas.inputs import ACCOUNT_ID, SCORE_RANGES, InputTable
 
 REASON = "_reason"
 ROW_JSON = "_row_json"
@@ -61,8 +62,6 @@ def row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = None
     ``line_column`` names the column holding the text of a CSV line that did not parse
     (None for sources that have no such column).
     """
-    snapshot_end = month_end(cfg.snapshot)
-    data_start = cfg.validation.data_start_date
     identity = [c for c in (ACCOUNT_ID, "related_account_id", "month", "txn_ts")
                 if c in table.columns]
     null_key = any_of([F.col(f"_raw_{c}").isNull()
@@ -80,6 +79,16 @@ def row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = None
         ("malformed_value", _malformed(table)),
         ("non_finite_value", _non_finite(doubles)),
     ]
+    checks += _table_checks(table, cfg)
+    return F.coalesce(*[F.when(F.coalesce(cond, F.lit(False)), F.lit(code))
+                        for code, cond in checks])
+
+
+def _table_checks(table: InputTable, cfg: CvmConfig) -> list[tuple[str, Column]]:
+    """The checks that depend on the table, in the order of ``schemas.REASONS``."""
+    snapshot_end = month_end(cfg.snapshot)
+    data_start = cfg.validation.data_start_date
+    checks: list[tuple[str, Column]] = []
     if table.name == "transactions":
         checks.append(("non_positive_amount", F.col("amount") <= 0))
     negatives = {
@@ -90,11 +99,21 @@ def row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = None
     }.get(table.name, [])
     if negatives:
         checks.append(("negative_value", _negative(negatives)))
+    if table.name in SCORE_RANGES:
+        checks.append(("value_out_of_range", any_of(
+            [(F.col(c) < lo) | (F.col(c) > hi) for c, lo, hi in SCORE_RANGES[table.name]])))
+        # a response that answers none of the questions
+        checks.append(("missing_value", reduce(
+            lambda a, b: a & b, [F.col(c).isNull() for c, _, _ in SCORE_RANGES[table.name]])))
     if table.name == "accounts":
         checks.append(("date_out_of_window",
                        (F.col("open_date") < F.lit(EARLIEST_OPEN_DATE))
                        | (F.col("open_date") > F.lit(snapshot_end))
                        | (F.col("close_date") < F.col("open_date"))))
+    elif table.name == "surveys":
+        checks.append(("date_out_of_window",
+                       (F.col("survey_date") < F.lit(data_start))
+                       | (F.col("survey_date") > F.lit(snapshot_end))))
     elif table.name == "transactions":
         txn_date = F.to_date("txn_ts")
         checks.append(("date_out_of_window",
@@ -112,5 +131,4 @@ def row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = None
     if table.name == "relations":
         checks.append(("unknown_category", ~F.col("relation").isin(cfg.validation.relations)))
         checks.append(("self_relation", F.col(ACCOUNT_ID) == F.col("related_account_id")))
-    return F.coalesce(*[F.when(F.coalesce(cond, F.lit(False)), F.lit(code))
-                        for code, cond in checks])
+    return checks

@@ -1,4 +1,4 @@
-"""Read the six input tables and enforce the data contract (spec section 1).
+"""Read the input tables and enforce the data contract (spec section 1).
 
 Two levels of problems:
 
@@ -44,6 +44,7 @@ from cvm_spark.schemas.inputs import (
     EVENT_DATE_COLUMN,
     INPUT_TABLES,
     MALFORMED_LINE,
+    OPTIONAL_TABLES,
     REASONS,
     SNAPSHOT_MONTH,
     InputTable,
@@ -106,8 +107,16 @@ class ValidatedInputs:
     classified: dict[str, DataFrame]
     profile_: InputProfile
 
+    def has(self, table: str) -> bool:
+        """Whether the run read the table (an optional table may be absent)."""
+        return table in self.classified
+
     def accepted(self, table: str) -> DataFrame:
-        """Accepted rows of a table, contract columns only, typed."""
+        """Accepted rows of a table, contract columns only, typed.
+
+        Raises:
+            KeyError: an optional table the run did not read (see :meth:`has`).
+        """
         df = self.classified[table]
         return df.where(F.col(REASON).isNull()).select(*INPUT_TABLES[table].columns)
 
@@ -274,6 +283,8 @@ def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig,
         small_table_bytes = cfg.performance.partition_mb * 1024 * 1024
     for name in INPUT_TABLES:
         if name not in raw:
+            if name in OPTIONAL_TABLES:
+                continue
             raise InputSchemaError(f"input table {name} was not provided")
         check_schema(INPUT_TABLES[name], raw[name])
     classified: dict[str, DataFrame] = {}
@@ -284,6 +295,8 @@ def validate_inputs(raw: dict[str, DataFrame], cfg: CvmConfig,
     broadcast_known = True
     limit = cfg.performance.broadcast_accounts
     for name, table in INPUT_TABLES.items():
+        if name not in raw:
+            continue                        # an optional table this run goes without
         if _is_small(raw[name], small_table_bytes):
             obs, aggs = _observations(name)
             json = source_json(table, check_schema(table, raw[name]).columns)

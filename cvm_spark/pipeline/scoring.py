@@ -64,7 +64,7 @@ from cvm_spark.models.weights import contribution_weight_metrics
 from cvm_spark.pipeline.facts import scored_base_of
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.schemas.outputs import MetricRow
-from cvm_spark.segments.kpis import acquisition_kpis, kpi_inputs
+from cvm_spark.segments.kpis import kpi_summary
 from cvm_spark.segments.tiers import (
     TIER_COLUMNS,
     abc_accuracy,
@@ -182,8 +182,7 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
                         tiers=assigned.select(*TIER_COLUMNS),
                         campaign_targets=campaign_targets(assigned, cfg.tiers),
                         tier_summary=tier_summary(assigned),
-                        kpi_summary=acquisition_kpis(
-                            kpi_inputs(assigned, accepted["accounts"], cfg), cfg),
+                        kpi_summary=kpi_summary(assigned, accepted, cfg),
                         model_metrics=metrics)
 
 

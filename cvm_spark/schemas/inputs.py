@@ -137,9 +137,35 @@ RELATIONS = InputTable(
     description="one row per related pair (family member or employer)",
 )
 
+SURVEYS = InputTable(
+    name="surveys",
+    schema=_struct(
+        ("account_id", T.StringType()),
+        ("survey_date", T.DateType()),
+        ("csat", T.IntegerType()),
+        ("recommend", T.IntegerType()),
+        ("channel", T.StringType()),
+    ),
+    # a response may answer one of the two questions; one that answers neither is
+    # quarantined as missing_value
+    nullable=frozenset({"csat", "recommend", "channel"}),
+    key=("account_id", "survey_date", "channel"),
+    description="one row per survey response: satisfaction 1-5 (CSAT) and likelihood to "
+                "recommend 0-10 (NPS)",
+)
+
 INPUT_TABLES: dict[str, InputTable] = {
-    t.name: t for t in (ACCOUNTS, TRANSACTIONS, MONTHLY_PRODUCT, MARKETING, CREDIT, RELATIONS)
+    t.name: t for t in (ACCOUNTS, TRANSACTIONS, MONTHLY_PRODUCT, MARKETING, CREDIT, RELATIONS,
+                        SURVEYS)
 }
+
+# Tables a run may go without: when the table's location does not exist (and the config
+# does not name it in inputs.tables), the run reads nothing for it and the figures that
+# need it are not computed.
+OPTIONAL_TABLES = frozenset({"surveys"})
+
+# Ranges of bounded scores: (column, lowest, highest); outside is value_out_of_range.
+SCORE_RANGES = {"surveys": (("csat", 1, 5), ("recommend", 0, 10))}
 
 # Alternative to birth_year allowed by the contract.
 ACCOUNTS_ALTERNATIVES = {"birth_year": "age_band"}
@@ -151,6 +177,7 @@ EVENT_DATE_COLUMN = {
     "monthly_product": "month",
     "marketing": "month",
     "credit": "month",
+    "surveys": "survey_date",
 }
 
 # Monthly tables whose month column must be the first day of a month.
@@ -165,6 +192,7 @@ REASONS = (
     "non_finite_value",    # NaN or +/-infinity in a numeric column
     "non_positive_amount",  # transaction amount <= 0
     "negative_value",      # a balance, spend, count or days-past-due below zero
+    "value_out_of_range",  # a bounded score outside its scale (CSAT 1..5, recommend 0..10)
     "date_out_of_window",  # before validation.data_start (accounts: 1900) or after the
                            # snapshot month end; accounts also when close_date < open_date
     "month_not_month_start",

@@ -33,8 +33,9 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
                     "aggregate).",
     "kpi_summary": "Company-level KPIs per snapshot (spec section 9): acquisition cost (CAC) "
                    "per channel and acquisition month, CAC, CLV, CLV / CAC and payback "
-                   "months per channel, tier and overall; one row per group and KPI, with the "
-                   "accounts behind each figure.",
+                   "months per channel, tier and overall; CSAT and NPS per tier, RFM segment, "
+                   "lifecycle stage and overall (optional surveys input); one row per group "
+                   "and KPI, with the accounts or responses behind each figure.",
     "run_log": "One row per input table, output table and stage of every run of a snapshot: "
                "row counts read / quarantined / written, stage durations, config hash and "
                "code version. Appended (keeps every run), written last.",
@@ -158,15 +159,16 @@ _FIXED: dict[str, str] = {
     "total_future_value": "Sum of future_value.",
     # kpi summary
     "dimension": "What the rows are grouped by: acquisition_channel_month, "
-                 "acquisition_channel, tier or all.",
-    "group_name": "The group: a channel ((unknown) when the account has none), a tier, or all.",
+                 "acquisition_channel, tier, segment, lifecycle_stage or all.",
+    "group_name": "The group: a channel ((unknown) when the account has none), a tier, an RFM "
+                  "segment, a lifecycle stage, or all.",
     "period_month": "First day of the acquisition month (acquisition_channel_month rows), "
                     "else null.",
     "kpi": "new_accounts, accounts, cac (mean acquisition cost), clv (mean lifetime value), "
            "clv_cac_ratio, payback_months (cac / mean monthly contribution; null when that is "
-           "not positive).",
+           "not positive); responses, csat (mean 1..5), nps (% 9-10 minus % 0-6).",
     "base": "Accounts behind the figure (for cost-based KPIs: accounts with a known "
-            "acquisition cost).",
+            "acquisition cost; for csat and nps: the responses that answer the question).",
     "small_group": "True when base < kpi.min_group_size: the figure rests on few accounts.",
     # quarantine
     "source_table": "Input table the row was read from.",

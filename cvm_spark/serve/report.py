@@ -160,31 +160,50 @@ def _abc_html(data: ReportData) -> list[str]:
 
 
 KPI_SHOWN = ("accounts", "cac", "clv", "clv_cac_ratio", "payback_months")
+SURVEY_SHOWN = ("responses", "csat", "nps")
+_DIMENSION_ORDER = {"acquisition_channel": 0, "tier": 1, "segment": 2, "lifecycle_stage": 3,
+                    "all": 4}
 
 
-def _kpi_html(data: ReportData) -> list[str]:
-    """Acquisition cost and lifetime value per channel, per tier and overall
-    (``kpi_summary``); figures resting on few accounts are marked."""
-    head = ["<h2 id=\"kpis\">Acquisition cost and lifetime value</h2>"]
-    if not data.kpis:
-        return [*head, '<p class="note">No kpi_summary rows for this snapshot.</p>']
-    groups = list(dict.fromkeys((d, g) for d, g, _ in data.kpis))
-    order = {"acquisition_channel": 0, "tier": 1, "all": 2}
-    groups.sort(key=lambda dg: (order.get(dg[0], 3), dg[1]))
+def _kpi_rows(data: ReportData, kpis: Sequence[str]) -> list[list[str]]:
+    """One row per (dimension, group) that has any of ``kpis``; a figure from fewer than
+    ``kpi.min_group_size`` accounts or responses is marked ``*``."""
+    groups = sorted({(d, g) for d, g, k in data.kpis if k in kpis},
+                    key=lambda dg: (_DIMENSION_ORDER.get(dg[0], 9), dg[1]))
 
     def cell(dim: str, group: str, kpi: str) -> str:
         value, _, small = data.kpis.get((dim, group, kpi), (None, 0, False))
-        text = fmt_num(value, ",.0f" if kpi in ("accounts", "cac", "clv") else ",.2f")
-        return f"{text}*" if small and kpi != "accounts" else text
+        text = fmt_num(value, ",.0f" if kpi in ("accounts", "responses", "cac", "clv")
+                       else ",.2f")
+        return f"{text}*" if small and kpi not in ("accounts", "responses") else text
 
-    return [*head,
-            "<p>CAC: mean acquisition cost of the accounts with a known cost; CLV: their mean "
-            "lifetime value; payback: CAC over the mean monthly contribution (n/a: not "
-            "positive). * marks a figure from fewer than kpi.min_group_size accounts.</p>",
-            _table(["dimension", "group", "accounts", "CAC", "CLV", "CLV / CAC",
-                    "payback months"],
-                   [[_e(d), _e(g), *[cell(d, g, k) for k in KPI_SHOWN]] for d, g in groups],
-                   "kpis", left=2)]
+    return [[_e(d), _e(g), *[cell(d, g, k) for k in kpis]] for d, g in groups]
+
+
+def _kpi_html(data: ReportData) -> list[str]:
+    """Acquisition cost and lifetime value per channel, per tier and overall, and
+    satisfaction (CSAT, NPS) per tier, RFM segment, lifecycle stage and overall
+    (``kpi_summary``)."""
+    head = ["<h2 id=\"kpis\">Acquisition cost, lifetime value and satisfaction</h2>"]
+    if not data.kpis:
+        return [*head, '<p class="note">No kpi_summary rows for this snapshot.</p>']
+    out = [*head,
+           "<p>CAC: mean acquisition cost of the accounts with a known cost; CLV: their mean "
+           "lifetime value; payback: CAC over the mean monthly contribution (n/a: not "
+           "positive). * marks a figure from fewer than kpi.min_group_size accounts or "
+           "responses.</p>",
+           _table(["dimension", "group", "accounts", "CAC", "CLV", "CLV / CAC",
+                   "payback months"], _kpi_rows(data, KPI_SHOWN), "kpis", left=2)]
+    surveys = _kpi_rows(data, SURVEY_SHOWN)
+    if not surveys:
+        return [*out, '<p class="note">No survey responses (the optional surveys input): no '
+                      'CSAT or NPS.</p>']
+    return [*out,
+            "<p>Survey responses of the last kpi.survey_months months: CSAT = mean "
+            "satisfaction (1..5); NPS = % of 9-10 minus % of 0-6 on likelihood to recommend "
+            "(-100..100).</p>",
+            _table(["dimension", "group", "responses", "CSAT", "NPS"], surveys, "satisfaction",
+                   left=2)]
 
 
 def render_html(data: ReportData) -> str:
