@@ -163,6 +163,9 @@ KPI_SHOWN = ("accounts", "cac", "clv", "clv_cac_ratio", "payback_months")
 SURVEY_SHOWN = ("responses", "csat", "nps")
 _DIMENSION_ORDER = {"acquisition_channel": 0, "tier": 1, "segment": 2, "lifecycle_stage": 3,
                     "all": 4}
+# how the report names a dimension (aggregates only: no account attribute is shown by name)
+_DIMENSION_LABEL = {"acquisition_channel": "channel", "segment": "RFM segment",
+                    "lifecycle_stage": "lifecycle stage"}
 
 
 def _kpi_rows(data: ReportData, kpis: Sequence[str]) -> list[list[str]]:
@@ -177,7 +180,8 @@ def _kpi_rows(data: ReportData, kpis: Sequence[str]) -> list[list[str]]:
                        else ",.2f")
         return f"{text}*" if small and kpi not in ("accounts", "responses") else text
 
-    return [[_e(d), _e(g), *[cell(d, g, k) for k in kpis]] for d, g in groups]
+    return [[_e(_DIMENSION_LABEL.get(d, d)), _e(g), *[cell(d, g, k) for k in kpis]]
+            for d, g in groups]
 
 
 def _kpi_html(data: ReportData) -> list[str]:

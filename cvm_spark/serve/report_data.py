@@ -183,7 +183,7 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
     kpis = _snapshot_rows(spark, output, "kpi_summary", snapshot)
     if kpis is not None:   # a few dozen rows: channels and tiers x 5 KPIs
         data.kpis = {(r["dimension"], r["group_name"], r["kpi"]):
-                     (r["value"], int(r["base"]), bool(r["small_group"]))
+                     (r["value"], int(r["base"] or 0), bool(r["small_group"]))
                      for r in kpis.where(F.col("period_month").isNull()).collect()}
     _metrics(spark, output, data)
     _run_section(spark, output, data)
