@@ -99,6 +99,12 @@ def test_rerun_is_identical_and_leaves_one_copy(spark, e2e_config, e2e_runs, sum
 def test_summary_renders(summary):
     text = summary.render()
     assert "accounts scored" in text and "quarantine" in text and "rfm" in text
+    # company KPIs: kpi_summary's overall row, observed while the table was written
+    assert summary.kpis["accounts"] == summary.rows_written["rfm"]
+    assert summary.kpis["responses"] > 0 and -100 <= summary.kpis["nps"] <= 100
+    assert (f"company KPIs (kpi_summary, all accounts):\n  CAC {summary.kpis['cac']:,.0f}, "
+            f"CLV {summary.kpis['clv']:,.0f}") in text
+    assert f"NPS {summary.kpis['nps']:+.1f}" in text
 
 
 def test_other_snapshot_keeps_the_first(spark, e2e_config, e2e_runs, summary):

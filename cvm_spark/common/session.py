@@ -198,6 +198,14 @@ EXPANSION = {"parquet": 4.0, "delta": 4.0, "csv": 1.5}
 MAX_SHUFFLE_PARTITIONS = 20_000
 
 
+def application_id(spark: SparkSession) -> str | None:
+    """The Spark application id, or None under Spark Connect (no SparkContext)."""
+    try:
+        return spark.sparkContext.applicationId
+    except AttributeError:  # Spark Connect: the caller just omits the id
+        return None
+
+
 def input_bytes(df: DataFrame) -> int | None:
     """Bytes of the files behind ``df`` as Spark's file index knows them (no job runs).
 

@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cvm_spark.common.months import months_between
-from cvm_spark.common.session import sized_shuffles
+from cvm_spark.common.session import application_id, sized_shuffles
 from cvm_spark.config import MODELS_DIR, CvmConfig
 from cvm_spark.contract.reading import read_inputs
 from cvm_spark.contract.validate import check_snapshot_data, validate_inputs
@@ -38,6 +38,7 @@ from cvm_spark.pipeline.profiling import tag_stage
 from cvm_spark.pipeline.run_log import CodeVersion, write_run_log
 from cvm_spark.pipeline.scoring import ModelOutputs, run_value_model
 from cvm_spark.pipeline.summary import STEP_NAMES, RunSummary
+from cvm_spark.segments.kpis import overall_observations
 from cvm_spark.segments.tiers import tier_counts
 from cvm_spark.storage.delta import register_tables, table_path, write_observed
 from cvm_spark.storage.locking import snapshot_lock
@@ -166,17 +167,10 @@ def run_snapshot(spark: SparkSession, cfg: CvmConfig, run_id: str | None = None,
     key = run_key(cfg.privacy, pseudonym_key)
     run_id = run_id or default_run_id(cfg)
     with snapshot_lock(cfg.output, cfg.snapshot, run_id, spark=spark,
-                       app_id=_application_id(spark), started_at=started_at,
+                       app_id=application_id(spark), started_at=started_at,
                        break_lock=break_lock):
         return _run_locked(spark, cfg, run_id, generate, retrain, on_stage, code_version,
                            started_at, key, until, score_models)
-
-
-def _application_id(spark: SparkSession) -> str | None:
-    try:
-        return spark.sparkContext.applicationId
-    except AttributeError:  # Spark Connect has no SparkContext: the lock just omits the id
-        return None
 
 
 def _run_locked(spark: SparkSession, cfg: CvmConfig, run_id: str,
@@ -306,12 +300,15 @@ def _model(run: Run) -> None:
                               accounts=summary.rows_written["features"],
                               k_data_start=r["k_data_start"], retrain=run.retrain,
                               stage=run.stage)
+    observations = {"tiers": tier_counts(cfg.tiers), "kpi_summary": overall_observations()}
     for table in MODEL_TABLES:
         with run.stage(f"write_{table}"):
             observed = run.write(getattr(outputs, table), table,
-                                 observe=tier_counts(cfg.tiers) if table == "tiers" else None)
+                                 observe=observations.get(table))
             if table == "tiers":
                 summary.tiers = {name: int(n) for name, n in observed.items() if n}
+            if table == "kpi_summary":
+                summary.kpis = dict(observed)
     with run.stage("model_summary"):
         # the model_metrics rows are a local table: no Spark job
         summary.metrics = [

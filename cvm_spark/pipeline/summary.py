@@ -22,6 +22,8 @@ class RunSummary:
     segments: dict[str, int] = field(default_factory=dict)
     tiers: dict[str, int] = field(default_factory=dict)
     metrics: list[tuple[str, str, str, float]] = field(default_factory=list)
+    # kpi_summary's overall row per KPI (observed while the table was written)
+    kpis: dict[str, float | None] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # "input:<table>" / "output:<table>" -> the stage that read or wrote it (for run_log)
@@ -55,9 +57,28 @@ class RunSummary:
             for model, scope, metric, value in sorted(self.metrics):
                 shown = "null" if value is None else f"{value:,.4g}"
                 lines.append(f"  {model:<13}{scope:<24}{metric:<16}{shown}")
+        lines += self._kpi_lines()
         lines += ["", "tables written (Delta, partitioned by snapshot_month):"]
         for name, path in self.tables.items():
             lines.append(f"  {name:<12}{self.rows_written.get(name, 0):>10,} rows  {path}")
         lines += ["", "stage times: " + ", ".join(
             f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())]
         return "\n".join(lines)
+
+    def _kpi_lines(self) -> list[str]:
+        """Company KPIs over all accounts (kpi_summary's ``all`` rows), when written."""
+        if not any(v is not None for v in self.kpis.values()):
+            return []
+
+        def show(kpi: str, fmt: str) -> str:
+            value = self.kpis.get(kpi)
+            return "n/a" if value is None else format(value, fmt)
+
+        lines = ["", "company KPIs (kpi_summary, all accounts):",
+                 f"  CAC {show('cac', ',.0f')}, CLV {show('clv', ',.0f')}, CLV / CAC "
+                 f"{show('clv_cac_ratio', ',.2f')}, payback {show('payback_months', ',.1f')} "
+                 f"months"]
+        if self.kpis.get("responses"):
+            lines.append(f"  {show('responses', ',.0f')} survey responses: CSAT "
+                         f"{show('csat', '.2f')}, NPS {show('nps', '+.1f')}")
+        return lines

@@ -151,3 +151,15 @@ def kpi_summary(assigned: DataFrame, accepted: dict[str, DataFrame], cfg: CvmCon
     if "surveys" in accepted:
         out = out.unionByName(survey_kpis(assigned, accepted["surveys"], cfg))
     return out
+
+
+# the overall figures the printed run summary shows
+SUMMARY_KPIS = ("accounts", "cac", "clv", "clv_cac_ratio", "payback_months", "responses",
+                "csat", "nps")
+
+
+def overall_observations() -> dict[str, Column]:
+    """Per KPI of :data:`SUMMARY_KPIS`, its value on the ``all`` row (aggregates observed
+    while ``kpi_summary`` is written: no pass of their own)."""
+    return {k: F.max(F.when((F.col("dimension") == F.lit(ALL)) & (F.col("kpi") == F.lit(k)),
+                            F.col("value"))) for k in SUMMARY_KPIS}
