@@ -255,26 +255,23 @@ def percentile_scale(df: DataFrame, columns: list[str], points: int,
     return out.select(*df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
 
 
+def _weighted_parts(cfg: ValueConfig, suffix: str) -> Column:
+    """``sum_p w_p * <p>_value<suffix>`` over historical, current, influence, future (the
+    contribution weights, in that order); nulls count as 0."""
+    total = F.lit(0.0)
+    for part, weight in cfg.contribution_weights.as_dict().items():
+        total = total + F.lit(weight) * F.coalesce(F.col(f"{part}_value{suffix}"), F.lit(0.0))
+    return total
+
+
 def contribution_money(cfg: ValueConfig) -> Column:
     """The contribution weights applied to the value components in currency:
     ``w_h * historical_value + w_c * current_value + w_i * influence_value + w_f *
     future_value``; nulls count as 0. What ABC classes are cut on by default (the accounts
     that carry most of the money, not of the percentile composite)."""
-    w = cfg.contribution_weights
-    parts = {"historical_value": w.historical, "current_value": w.current,
-             "influence_value": w.influence, "future_value": w.future}
-    total = F.lit(0.0)
-    for col, weight in parts.items():
-        total = total + F.lit(weight) * F.coalesce(F.col(col), F.lit(0.0))
-    return total
+    return _weighted_parts(cfg, "")
 
 
 def contribution_value(cfg: ValueConfig) -> Column:
     """Weighted sum of the percentile-scaled components (0..100); nulls count as 0."""
-    w = cfg.contribution_weights
-    parts = {"historical_value_pct": w.historical, "current_value_pct": w.current,
-             "influence_value_pct": w.influence, "future_value_pct": w.future}
-    total = F.lit(0.0)
-    for col, weight in parts.items():
-        total = total + F.lit(weight) * F.coalesce(F.col(col), F.lit(0.0))
-    return total
+    return _weighted_parts(cfg, "_pct")

@@ -28,7 +28,7 @@ class AbcFit:
     cuts: CutPoints
     a_start: int   # buckets >= a_start are A
     b_start: int   # buckets >= b_start (and < a_start) are B
-    measure: str = "contribution_value"   # the column the classes are cut on
+    measure: str          # the column the classes are cut on (tiers.abc.measure)
 
 
 def abc_bucket_column(abc_cuts: CutPoints, value: str, search: Search | None) -> Column:
