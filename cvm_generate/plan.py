@@ -189,6 +189,8 @@ def codegen_split(df: DataFrame, name: str) -> DataFrame:
 
 
 def conform(df: DataFrame, table: str, cols: dict[str, Column], *extras: Column) -> DataFrame:
-    """Select the contract columns of ``table`` in order, cast to the contract types."""
-    fields = schemas.INPUT_TABLES[table].schema.fields
+    """Select the contract columns of ``table`` in order, cast to the contract types; an
+    optional contract column is written only when ``cols`` gives it (the telecom profile)."""
+    spec = schemas.INPUT_TABLES[table]
+    fields = [f for f in spec.schema.fields if f.name not in spec.optional or f.name in cols]
     return df.select(*[cols[f.name].cast(f.dataType).alias(f.name) for f in fields], *extras)

@@ -50,7 +50,8 @@ CASE = "case_id"
 GOOD: dict[str, dict[str, str]] = {
     "accounts": {"account_id": "A1", "open_date": "2020-01-01", "close_date": "",
                  "customer_type": "individual", "region": "north", "birth_year": "1980",
-                 "acquisition_channel": "branch", "acquisition_cost": "100.0"},
+                 "acquisition_channel": "branch", "acquisition_cost": "100.0",
+                 "plan_type": "", "payment_type": ""},
     "transactions": {"account_id": "A1", "txn_id": "g1", "txn_ts": "2024-06-03 10:00:00",
                      "amount": "10.0", "product_line": "card", "direction": "debit",
                      "counterparty_id": ""},
@@ -58,7 +59,8 @@ GOOD: dict[str, dict[str, str]] = {
                         "avg_balance": "100.0", "income": "1.0", "cost": "0.5"},
     "marketing": {"account_id": "A1", "month": "2024-06-01", "spend": "10.0", "contacts": "1"},
     "credit": {"account_id": "A1", "month": "2024-06-01", "days_past_due": "0",
-               "overdue_amount": "0.0", "credit_limit": "1000.0", "utilisation": "0.2"},
+               "overdue_amount": "0.0", "credit_limit": "1000.0", "utilisation": "0.2",
+               "payment_method": "direct_debit", "bad_debt": "false"},
     "relations": {"account_id": "A1", "related_account_id": "A2", "relation": "family"},
     "surveys": {"account_id": "A1", "survey_date": "2024-06-10", "csat": "4", "recommend": "9",
                 "channel": "app"},
@@ -207,6 +209,10 @@ ROW_CASES = [
          expect="negative_value"),
     case("cr-utilisation-inf", "credit", "utilisation Infinity", {"utilisation": "Infinity"},
          expect="non_finite_value"),
+    case("cr-bad-debt-text", "credit", "bad_debt 'maybe' (the optional telecom column)",
+         {"bad_debt": "maybe"}, expect="malformed_value"),
+    case("cr-bad-debt-true", "credit", "bad_debt 'true' and payment method cash",
+         {"bad_debt": "true", "payment_method": "cash"}, expect=None),
     case("cr-month-1969", "credit", "month 1969-01-01 (before 1970)", {"month": "1969-01-01"},
          expect="date_out_of_window"),
     # relations
@@ -512,8 +518,10 @@ STOP_CASES = [
     StopCase("tbl-accounts-all-quarantined", "accounts", "every accounts row is bad",
              r"input table accounts: no accepted rows \(2 read, all quarantined: "
              r"null_key=2\)",
-             replace={"accounts": _header("accounts") + "\nbase,,2020-01-01,,,,,,\n"
-                      "base,  ,2020-01-01,,,,,,\n"}, error=InputDataError),
+             # the header without the optional columns (plan_type, payment_type)
+             replace={"accounts": ",".join([CASE, *INPUT_TABLES["accounts"].required])
+                      + "\nbase,,2020-01-01,,,,,,\nbase,  ,2020-01-01,,,,,,\n"},
+             error=InputDataError),
     StopCase("tbl-transactions-empty", "transactions", "transactions with no rows",
              r"input table transactions: no accepted rows \(0 read\)",
              replace={"transactions": _header("transactions") + "\n"}, error=InputDataError),

@@ -25,7 +25,7 @@ CFG = CreditConfig()
 
 def _credit(spark, rows):
     """rows: (account, month, days_past_due, overdue_amount, credit_limit, utilisation)."""
-    return spark.createDataFrame(rows, CREDIT.schema)
+    return spark.createDataFrame(rows, CREDIT.required_schema)
 
 
 @pytest.fixture(scope="module")

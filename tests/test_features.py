@@ -23,7 +23,7 @@ LINES = ["demand_deposit", "loan"]
 
 def _accounts(spark, rows):
     full = [(a, o, c, "individual", "north", 1980, "branch", None) for a, o, c in rows]
-    return spark.createDataFrame(full, ACCOUNTS.schema)
+    return spark.createDataFrame(full, ACCOUNTS.required_schema)
 
 
 def _txns(spark, rows):

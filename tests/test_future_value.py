@@ -107,7 +107,7 @@ def small_inputs(spark):
             ("C", date(2015, 1, 1), date(2024, 8, 20)),  # closed before t-H ends: not trained
             ("D", date(2023, 1, 1), None),               # no monthly facts: label 0
             ("E", date(2019, 6, 1), date(2024, 11, 10)),  # closes inside the label window
-        ]], ACCOUNTS.schema)
+        ]], ACCOUNTS.required_schema)
     income = {
         "A": {6: 1.0, 7: 2.0, 8: 4.0, 9: 8.0, 10: 16.0, 11: 32.0, 12: 64.0},
         "B": {10: 5.0, 11: 5.0, 12: 5.0},

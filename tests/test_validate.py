@@ -15,7 +15,7 @@ from cvm_spark.schemas.inputs import INPUT_TABLES
 
 def _raw(spark, table, rows):
     """A CSV-like table: every contract column as a string."""
-    cols = INPUT_TABLES[table].columns
+    cols = INPUT_TABLES[table].required
     return spark.createDataFrame(rows, ", ".join(f"{c} string" for c in cols))
 
 

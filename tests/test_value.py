@@ -39,7 +39,8 @@ def base(spark):
     rows = [("X", date(2024, 1, 15)), ("Y", date(2022, 6, 1)), ("Z", date(2024, 8, 1)),
             ("E", date(2015, 1, 1))]
     accounts = spark.createDataFrame(
-        [(a, o, None, "individual", None, None, None, None) for a, o in rows], ACCOUNTS.schema)
+        [(a, o, None, "individual", None, None, None, None) for a, o in rows],
+        ACCOUNTS.required_schema)
     return account_base(accounts, S)
 
 

@@ -94,6 +94,8 @@ def _castable(source: T.DataType, target: T.DataType) -> bool:
         return isinstance(source, numeric)
     if isinstance(target, (T.DateType, T.TimestampType)):
         return isinstance(source, (T.DateType, T.TimestampType, T.TimestampNTZType))
+    if isinstance(target, T.BooleanType):
+        return isinstance(source, (T.BooleanType, T.IntegerType, T.LongType))
     return False  # pragma: no cover - the contract has no other types
 
 
@@ -110,6 +112,10 @@ def check_schema(table: InputTable, df: DataFrame) -> DataFrame:
         df = df.withColumn("birth_year", F.lit(None).cast("int"))
         present["birth_year"] = T.IntegerType()
     for fld in table.schema.fields:
+        if fld.name not in present and fld.name in table.optional:
+            # an optional column the source leaves out: nulls of its type
+            df = df.withColumn(fld.name, F.lit(None).cast(fld.dataType))
+            continue
         if fld.name not in present:
             raise InputSchemaError(
                 f"input table {table.name}: required column {fld.name} is missing "

@@ -28,6 +28,10 @@ class InputTable:
         nullable: required columns that may hold nulls.
         key: columns that identify one event/row (used for duplicate detection).
         description: what one row is.
+        optional: columns of ``schema`` a source may leave out (the telecom profile's
+            columns, docs/data-contract.md): when absent, reading adds them as nulls of
+            their type; when present they are cast and checked like the others. They are
+            always nullable.
     """
 
     name: str
@@ -35,10 +39,26 @@ class InputTable:
     nullable: frozenset[str]
     key: tuple[str, ...]
     description: str
+    optional: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        assert self.optional <= self.nullable, "optional columns must be nullable"
+        assert self.optional <= set(self.columns), "optional columns must be in the schema"
 
     @property
     def columns(self) -> list[str]:
+        """Every contract column, the optional ones included, in contract order."""
         return [f.name for f in self.schema.fields]
+
+    @property
+    def required(self) -> list[str]:
+        """The columns a source must have."""
+        return [c for c in self.columns if c not in self.optional]
+
+    @property
+    def required_schema(self) -> T.StructType:
+        """``schema`` without the optional columns: what a source may minimally hold."""
+        return T.StructType([f for f in self.schema.fields if f.name not in self.optional])
 
 
 def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
@@ -56,11 +76,15 @@ ACCOUNTS = InputTable(
         ("birth_year", T.IntegerType()),
         ("acquisition_channel", T.StringType()),
         ("acquisition_cost", T.DoubleType()),
+        # optional (telecom): the tariff plan and how it is paid
+        ("plan_type", T.StringType()),
+        ("payment_type", T.StringType()),
     ),
     nullable=frozenset({"close_date", "acquisition_cost", "birth_year", "region",
-                        "acquisition_channel", "customer_type"}),
+                        "acquisition_channel", "customer_type", "plan_type", "payment_type"}),
     key=("account_id",),
     description="one row per account",
+    optional=frozenset({"plan_type", "payment_type"}),
 )
 
 TRANSACTIONS = InputTable(
@@ -119,10 +143,15 @@ CREDIT = InputTable(
         ("overdue_amount", T.DoubleType()),
         ("credit_limit", T.DoubleType()),
         ("utilisation", T.DoubleType()),
+        # optional (telecom): how the bill was paid that month, and whether the debt was
+        # written off as bad debt
+        ("payment_method", T.StringType()),
+        ("bad_debt", T.BooleanType()),
     ),
-    nullable=frozenset(),
+    nullable=frozenset({"payment_method", "bad_debt"}),
     key=("account_id", "month"),
     description="one row per account and month with a credit facility",
+    optional=frozenset({"payment_method", "bad_debt"}),
 )
 
 RELATIONS = InputTable(
