@@ -76,6 +76,14 @@ def base_config():
 
 
 @pytest.fixture(scope="session")
+def telecom_config():
+    """The shipped telecom operator profile (conf/telecom.yaml)."""
+    from cvm_spark.config import load_config
+
+    return load_config(ROOT / "conf" / "telecom.yaml")
+
+
+@pytest.fixture(scope="session")
 def make_bank(spark, base_config, tmp_path_factory):
     """``make_bank(accounts, months, name=..., generate=True, **overrides)``: a generated
     bank in a temporary folder of its own (tests/banks.py, ``bank_config``), database

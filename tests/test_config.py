@@ -69,3 +69,22 @@ def test_cli_rejects_bad_config_without_spark(capsys):
 
     assert main(["validate-config", "--config", str(CONF), "--set", "rfm.bins=1"]) == 2
     assert "rfm.bins" in capsys.readouterr().err
+
+
+def test_rule_columns_are_checked_from_the_config_alone(base_config, telecom_config):
+    """Campaign and risk-reason conditions must name columns the frames will have: the
+    shipped configs pass, a misspelt column is refused before Spark starts."""
+    from dataclasses import replace
+
+    from cvm_spark.config import CampaignCondition, RiskCustomersConfig, RiskReason
+    from cvm_spark.pipeline.scoring import check_rules
+
+    check_rules(base_config)
+    check_rules(telecom_config)
+    reasons = RiskCustomersConfig(reasons=[
+        RiskReason("late", [CampaignCondition("overdue_amount", ">", 0)]),
+        RiskReason("typo", [CampaignCondition("payment_methd", "in", ["cash"])])])
+    cfg = replace(telecom_config, tiers=replace(telecom_config.tiers, risk_customers=reasons))
+    with pytest.raises(ValueError, match=r"risk_customers.reasons refer to unknown column\(s\) "
+                                         r"\['payment_methd'\]"):
+        check_rules(cfg)

@@ -85,12 +85,13 @@ def test_credit_grades_snapshot_and_12_month_delinquency(spark, scorecard_rows):
     actual = credit_grades(scorecard_rows, SNAPSHOT, CFG).where("account_id in ('G', 'P3')")
     expected = spark.createDataFrame([
         # max_dpd_12m looks at July 2023..June 2024: the June 2023 row is outside
-        ("G", 92, "A", "A", "A", 10, 1),
-        ("P3", 51, "D", "D", "D", 31, 1),
+        ("G", 92, "A", "A", "A", 10, 1, 0.0, None, None),
+        ("P3", 51, "D", "D", "D", 31, 1, 300.0, None, None),
     ], actual.schema)
     assertDataFrameEqual(actual, expected)
     assert actual.columns == ["account_id", "credit_score", "credit_grade", "credit_grade_3m",
-                              "credit_grade_6m", "max_dpd_12m", "delinquent_months_12m"]
+                              "credit_grade_6m", "max_dpd_12m", "delinquent_months_12m",
+                              "overdue_amount", "payment_method", "bad_debt"]
 
 
 # Roll-ups: a scorecard on utilisation only, so each month's grade is set by one number.
@@ -124,10 +125,10 @@ def test_rollup_worst(spark, history):
     cfg = CreditConfig(scorecard=UTIL_ONLY, rollup_rule="worst")
     actual = credit_grades(history, SNAPSHOT, cfg)
     expected = spark.createDataFrame([
-        ("R1", 75, "B", "C", "E", 0, 0),
-        ("R2", 60, "C", "C", "D", 0, 0),
-        ("R3", 90, "A", "B", "E", 0, 0),
-        ("R4", None, None, "D", "D", 0, 0),
+        ("R1", 75, "B", "C", "E", 0, 0, 0.0, None, None),
+        ("R2", 60, "C", "C", "D", 0, 0, 0.0, None, None),
+        ("R3", 90, "A", "B", "E", 0, 0, 0.0, None, None),
+        ("R4", None, None, "D", "D", 0, 0, None, None, None),
     ], actual.schema)
     assertDataFrameEqual(actual, expected)
 
@@ -136,10 +137,39 @@ def test_rollup_mode_ties_go_to_the_worse_grade(spark, history):
     cfg = CreditConfig(scorecard=UTIL_ONLY, rollup_rule="mode")
     actual = credit_grades(history, SNAPSHOT, cfg)
     expected = spark.createDataFrame([
-        ("R1", 75, "B", "B", "B", 0, 0),
-        ("R2", 60, "C", "C", "D", 0, 0),   # 3m: one each of A, B, C -> C; 6m: D=2, A=2 -> D
-        ("R3", 90, "A", "B", "A", 0, 0),   # 3m: one each of B, A -> B; 6m: A=3
-        ("R4", None, None, "D", "C", 0, 0),  # 3m: one each of B, D -> D; 6m: C=2
+        ("R1", 75, "B", "B", "B", 0, 0, 0.0, None, None),
+        # R2 3m: one each of A, B, C -> C; 6m: D=2, A=2 -> D
+        ("R2", 60, "C", "C", "D", 0, 0, 0.0, None, None),
+        ("R3", 90, "A", "B", "A", 0, 0, 0.0, None, None),   # 3m: one each of B, A -> B; 6m: A=3
+        # R4 3m: one each of B, D -> D; 6m: C=2
+        ("R4", None, None, "D", "C", 0, 0, None, None, None),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_telecom_columns_payment_method_and_bad_debt(spark):
+    """The optional credit columns: payment_method of the latest month naming one (within
+    the half year), bad_debt when any month of the delinquency window was written off, and
+    the snapshot month's arrears."""
+    rows = [
+        # T1 paid by card, then cash in May; June names no method; written off in March
+        ("T1", date(2024, 3, 1), 95, 80.0, 300.0, 0.5, "card", True),
+        ("T1", date(2024, 5, 1), 0, 0.0, 300.0, 0.5, "cash", False),
+        ("T1", date(2024, 6, 1), 20, 40.0, 300.0, 0.5, None, False),
+        # T2: direct debit, never written off, a bad-debt month too old (June 2023)
+        ("T2", date(2023, 6, 1), 120, 10.0, 300.0, 0.5, "voucher", True),
+        ("T2", date(2024, 6, 1), 0, 0.0, 300.0, 0.1, "direct_debit", False),
+        # T3: the method only in the year before the half year: not used
+        ("T3", date(2023, 11, 1), 0, 0.0, 300.0, 0.1, "cash", None),
+        ("T3", date(2024, 6, 1), 0, 0.0, 300.0, 0.1, None, None),
+    ]
+    credit = spark.createDataFrame(rows, CREDIT.schema)
+    actual = credit_grades(credit, SNAPSHOT, CFG).select(
+        "account_id", "overdue_amount", "payment_method", "bad_debt")
+    expected = spark.createDataFrame([
+        ("T1", 40.0, "cash", True),
+        ("T2", 0.0, "direct_debit", False),
+        ("T3", 0.0, None, None),
     ], actual.schema)
     assertDataFrameEqual(actual, expected)
 

@@ -79,3 +79,45 @@ def test_four_bin_variant(spark, base_config):
     features = _features(spark, [(f"x{i}", i, i + 1, float(i)) for i in range(8)])
     scores = score_rfm(features, cfg.rfm).select("r_score", "f_score", "m_score").collect()
     assert {v for row in scores for v in row} == {1, 2, 3, 4}
+
+
+def test_telecom_scores_zero_to_three_with_the_seed_codes(spark, telecom_config):
+    """conf/telecom.yaml: 4 levels scored 0..3 (codes such as '033'), 8 value segments."""
+    features = _features(spark, [
+        # two accounts at each level: recency 0, 10, 20, 30 -> R cuts [0, 10, 20]; frequency
+        # 1..4 -> F cuts [1, 2, 3]; monetary 10..40 -> M cuts [10, 20, 30]
+        ("a1", 0, 4, 40.0),
+        ("a2", 0, 1, 10.0),
+        ("b1", 10, 3, 30.0),
+        ("b2", 10, 3, 30.0),
+        ("c1", 20, 2, 20.0),
+        ("c2", 20, 2, 20.0),
+        ("d", 30, 1, 10.0),
+        ("e", 30, 4, 40.0),
+        ("never", None, 0, 0.0),          # never active: 0, 0, 0
+    ])
+    actual = score_rfm(features, telecom_config.rfm).select(
+        "account_id", "r_score", "f_score", "m_score", "rfm_code", "rfm_score", "segment")
+    expected = spark.createDataFrame([
+        ("a1", 3, 3, 3, "333", 9, "Important value"),
+        ("a2", 3, 0, 0, "300", 3, "General development"),
+        ("b1", 2, 2, 2, "222", 6, "Important value"),
+        ("b2", 2, 2, 2, "222", 6, "Important value"),
+        ("c1", 1, 1, 1, "111", 3, "General win-back"),
+        ("c2", 1, 1, 1, "111", 3, "General win-back"),
+        ("d", 0, 0, 0, "000", 0, "General win-back"),
+        ("e", 0, 3, 3, "033", 6, "Important retention"),
+        ("never", 0, 0, 0, "000", 0, "General win-back"),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_segments_must_cover_the_scores_from_the_lowest(base_config):
+    import pytest
+
+    from cvm_spark.config import ConfigError, load_config_dict, to_dict
+
+    data = to_dict(base_config)
+    data["rfm"].update(bins=4, lowest_score=0)     # the bank's 1..5 table does not fit 0..3
+    with pytest.raises(ConfigError, match=r"rfm\.segments\[0\]\.r \[4, 5\] outside 0\.\.3"):
+        load_config_dict(data)

@@ -169,3 +169,77 @@ def test_tier_summary_by_abc_class(spark, base_config):
         "abc_class string, accounts long, total_contribution_money double, "
         "total_current_value double")
     assertDataFrameEqual(got, expected)
+
+
+# The telecom profile (conf/telecom.yaml): ARPU classes on arpu_3m, risk customers, the
+# value x risk matrix and the retention campaign.
+TELECOM_COLS = ("snapshot_month date, account_id string, contribution_value double, "
+                "contribution_value_pct double, contribution_money double, "
+                "current_value_pct double, loyalty_band string, credit_grade string, "
+                "tenure_months int, recency_days int, is_closed boolean, income_trend_6m double, "
+                "arpu_12m double, income_volatility_12m double, arpu_3m double, "
+                "overdue_amount double, payment_method string, bad_debt boolean")
+
+
+def _telecom_tiers(spark, cfg, rows):
+    defaults = dict(pct=90.0, grade="A", trend=0.0, arpu=200.0, overdue=0.0,
+                    method="direct_debit", bad=False)
+    out = []
+    for account, o in rows:
+        v = {**defaults, **o}
+        out.append((S, account, 1.0, v["pct"], 1.0, 50.0, "high", v["grade"], 36, 5, False,
+                    v["trend"] * (v["arpu"] or 0.0), v["arpu"], 0.1, v["arpu"], v["overdue"],
+                    v["method"], v["bad"]))
+    return assign_tiers(spark.createDataFrame(out, TELECOM_COLS), cfg.tiers, "income_trend_6m",
+                        "arpu_12m", "income_volatility_12m")
+
+
+def test_arpu_classes_at_their_cut_points(spark, telecom_config):
+    rows = [("a150", {"arpu": 150.0}), ("a149", {"arpu": 149.99}), ("a50", {"arpu": 50.0}),
+            ("a49", {"arpu": 49.99}), ("a0", {"arpu": 0.0}), ("none", {"arpu": None})]
+    got = {r.account_id: r.arpu_class
+           for r in _telecom_tiers(spark, telecom_config, rows).collect()}
+    assert got == {"a150": "high", "a149": "medium", "a50": "medium", "a49": "low",
+                   "a0": "low", "none": None}
+
+
+def test_risk_customers_reasons_matrix_and_retention(spark, telecom_config):
+    rows = [
+        ("clean", {}),
+        ("arrears", {"overdue": 12.5}),
+        ("falling", {"trend": -0.08}),                  # exactly the threshold: a reason
+        ("almost", {"trend": -0.0799}),                 # just above it: none
+        ("cash_debt", {"method": "cash", "bad": True}),
+        ("low_value", {"pct": 10.0, "overdue": 5.0}),   # a reason, but not high value
+        ("no_credit", {"grade": None, "overdue": None, "method": None, "bad": None}),
+    ]
+    got = {r.account_id: (r.risk_reasons, r.risk_customer, r.value_risk_label)
+           for r in _telecom_tiers(spark, telecom_config, rows).collect()}
+    assert got == {
+        "clean": (None, False, "protect"),
+        "arrears": ("arrears", True, "retain"),
+        "falling": ("falling_arpu", True, "retain"),
+        "almost": (None, False, "protect"),
+        "cash_debt": ("bad_debt; churn_prone_payment", True, "retain"),
+        "low_value": ("arrears", False, "limit"),
+        "no_credit": (None, False, "protect"),
+    }
+    tiers = _telecom_tiers(spark, telecom_config, rows).select(
+        "*", F.lit("stable").alias("elasticity_class"), F.lit(50.0).alias("current_value_data_pct"),
+        F.lit(0.0).alias("historical_value_pct"))
+    targets = {r.account_id: r.reason for r in campaign_targets(tiers, telecom_config.tiers)
+               .where("campaign = 'retention'").collect()}
+    assert set(targets) == {"arrears", "falling", "cash_debt"}
+    assert targets["cash_debt"] == ("high-value subscriber at risk (risk_customer=true; "
+                                    "risk_reasons=bad_debt; churn_prone_payment)")
+
+
+def test_a_risk_reason_on_an_unknown_column_is_a_clear_error(spark, telecom_config):
+    import pytest
+
+    from cvm_spark.config import CampaignCondition, RiskCustomersConfig, RiskReason
+
+    bad = RiskCustomersConfig(reasons=[RiskReason("x", [CampaignCondition("arpu_9m", ">", 1)])])
+    cfg = replace(telecom_config.tiers, risk_customers=bad)
+    with pytest.raises(ValueError, match=r"risk_customers.reasons refer to unknown column"):
+        _telecom_tiers(spark, replace(telecom_config, tiers=cfg), [("a", {})])

@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = None
     try:
         cfg = load_config(args.config, _overrides(args))
+        _check_rule_columns(cfg)
         if args.command == "run":
             from cvm_spark.storage.privacy import run_key
 
@@ -204,6 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cvm: --accounts only applies with --generate", file=sys.stderr)
         return 2
     return _with_spark(args, cfg, key)
+
+
+def _check_rule_columns(cfg: CvmConfig) -> None:
+    """Campaign and risk-reason conditions name known columns (a ConfigError otherwise)."""
+    from cvm_spark.pipeline.scoring import check_rules
+
+    try:
+        check_rules(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _with_spark(args: argparse.Namespace, cfg: CvmConfig, key: PseudonymKey | None) -> int:

@@ -37,6 +37,18 @@ from cvm_spark.config.future_value import (
 from cvm_spark.config.loader import load_config, load_config_dict, parse_yaml
 from cvm_spark.config.loyalty import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
 from cvm_spark.config.root import CONFIG_VERSION, CvmConfig
+from cvm_spark.config.segments import (
+    AbcConfig,
+    ArpuClass,
+    CampaignCondition,
+    CampaignRule,
+    LifecycleConfig,
+    QuadrantConfig,
+    RiskCustomersConfig,
+    RiskReason,
+    TierRule,
+    TiersConfig,
+)
 from cvm_spark.config.sources import (
     INPUT_FORMATS,
     GeneratorConfig,
@@ -46,19 +58,12 @@ from cvm_spark.config.sources import (
 )
 from cvm_spark.config.stages import (
     CONTRIBUTION_PARTS,
-    AbcConfig,
-    CampaignCondition,
-    CampaignRule,
     ContributionWeights,
     FeaturesConfig,
     InfluenceWeights,
     KpiConfig,
-    LifecycleConfig,
-    QuadrantConfig,
     RfmConfig,
     SegmentRule,
-    TierRule,
-    TiersConfig,
     ValueConfig,
 )
 from cvm_spark.config.warehouse import (
@@ -91,6 +96,7 @@ __all__ = [
     "WAREHOUSE_DIRS",
     "WORK_DIR",
     "AbcConfig",
+    "ArpuClass",
     "CampaignCondition",
     "CampaignRule",
     "ClvConfig",
@@ -117,6 +123,8 @@ __all__ = [
     "PrivacyConfig",
     "QuadrantConfig",
     "RfmConfig",
+    "RiskCustomersConfig",
+    "RiskReason",
     "ScoreBin",
     "Scorecard",
     "SegmentRule",

@@ -15,12 +15,12 @@ from cvm_spark.config.credit import CreditConfig
 from cvm_spark.config.elasticity import ElasticityConfig
 from cvm_spark.config.future_value import FutureValueConfig
 from cvm_spark.config.loyalty import LoyaltyConfig
+from cvm_spark.config.segments import TiersConfig
 from cvm_spark.config.sources import GeneratorConfig, InputsConfig, ValidationConfig
 from cvm_spark.config.stages import (
     FeaturesConfig,
     KpiConfig,
     RfmConfig,
-    TiersConfig,
     ValueConfig,
 )
 from cvm_spark.config.warehouse import OutputConfig, PerformanceConfig, PrivacyConfig
@@ -73,6 +73,10 @@ class CvmConfig:
               f"one group (grouped: {sorted(grouped)})")
         check(self.rfm.window_months in self.features.windows_months,
               f"rfm.window_months ({self.rfm.window_months}) must be one of "
+              f"features.windows_months {self.features.windows_months}")
+        check(not self.tiers.arpu_classes
+              or self.tiers.arpu_class_months in self.features.windows_months,
+              f"tiers.arpu_class_months ({self.tiers.arpu_class_months}) must be one of "
               f"features.windows_months {self.features.windows_months}")
         if self.privacy.pseudonymise:
             on_id = [c.name for c in self.tiers.campaigns

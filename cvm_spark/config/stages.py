@@ -1,5 +1,6 @@
-"""Settings of the feature and segment stages: window features, RFM, value components
-and tiers (YAML sections ``features``, ``rfm``, ``value`` and ``tiers``).
+"""Settings of the feature and value stages: window features, RFM, value components and
+company KPIs (YAML sections ``features``, ``rfm``, ``value`` and ``kpi``); the tiers'
+settings are in :mod:`cvm_spark.config.segments`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 
 from cvm_spark.common.ahp import AhpResult
 from cvm_spark.config.checks import ahp_weights, check
-from cvm_spark.schemas.outputs import LIFECYCLE_STAGES
 
 
 @dataclass(frozen=True)
@@ -76,23 +76,31 @@ class RfmConfig:
     window_months: int = 12
     relative_error: float = 0.001
     segments: list[SegmentRule] = field(default_factory=list)
+    lowest_score: int = 1    # scores run lowest_score .. lowest_score + bins - 1 (telecom: 0)
 
     def __post_init__(self) -> None:
         check(2 <= self.bins <= 9, f"bins must be in 2..9, got {self.bins}")
+        check(self.lowest_score in (0, 1), f"lowest_score must be 0 or 1, got "
+                                           f"{self.lowest_score}")
         check(self.window_months >= 1, f"window_months must be >= 1, got {self.window_months}")
         check(0 < self.relative_error < 0.1, "relative_error must be in (0, 0.1)")
         check(len(self.segments) > 0, "segments must not be empty")
+        lo_s, hi_s = self.lowest_score, self.highest_score
         for i, rule in enumerate(self.segments):
             for key in ("r", "f", "m"):
                 lo, hi = getattr(rule, key)
-                check(lo >= 1 and hi <= self.bins,
-                      f"segments[{i}].{key} {[lo, hi]} outside 1..{self.bins}")
-        n = self.bins
-        uncovered = [(r, f, m) for r in range(1, n + 1) for f in range(1, n + 1)
-                     for m in range(1, n + 1)
+                check(lo >= lo_s and hi <= hi_s,
+                      f"segments[{i}].{key} {[lo, hi]} outside {lo_s}..{hi_s} (rfm.bins "
+                      f"{self.bins}, lowest_score {lo_s})")
+        scores = range(lo_s, hi_s + 1)
+        uncovered = [(r, f, m) for r in scores for f in scores for m in scores
                      if not any(rule.matches(r, f, m) for rule in self.segments)]
         check(not uncovered, f"segments leave {len(uncovered)} score combination(s) "
               f"without a segment, e.g. r,f,m = {uncovered[:3]}")
+
+    @property
+    def highest_score(self) -> int:
+        return self.lowest_score + self.bins - 1
 
 
 def _weights_sum_to_one(weights: dict[str, float], name: str) -> None:
@@ -192,155 +200,6 @@ class ValueConfig:
         check(100 <= self.percentile_points <= 10000, "percentile_points must be in 100..10000")
         _weights_sum_to_one(dataclasses.asdict(self.influence_weights), "influence_weights")
         _weights_sum_to_one(self.contribution_weights.as_dict(), "contribution_weights")
-
-
-ABC_MEASURES = ("contribution_money", "contribution_value")
-
-
-@dataclass(frozen=True)
-class AbcConfig:
-    """Pareto classes: A up to ``a_share`` of the cumulative ``measure``, B up to ``b_share``.
-
-    ``measure``: ``contribution_money`` (default: the contribution weights applied to the
-    value components in currency, so class A is the few accounts that carry most of the
-    money) or ``contribution_value`` (the 0..100 percentile composite).
-    """
-
-    a_share: float = 0.80
-    b_share: float = 0.95
-    points: int = 1000
-    measure: str = "contribution_money"
-
-    def __post_init__(self) -> None:
-        check(self.measure in ABC_MEASURES,
-              f"measure must be one of {ABC_MEASURES}, got {self.measure!r}")
-        check(0 < self.a_share < self.b_share < 1,
-              f"a_share and b_share must satisfy 0 < a_share < b_share < 1, got "
-              f"{self.a_share}, {self.b_share}")
-        check(10 <= self.points <= 10000, "points must be in 10..10000")
-
-
-@dataclass(frozen=True)
-class LifecycleConfig:
-    """Lifecycle stage rules, tried in the order of the stages below (docs/model.md)."""
-
-    dormant_months: int = 6
-    new_months: int = 6
-    churn_risk_days: int = 60
-    churn_risk_trend: float = -0.10
-    growing_trend: float = 0.05
-    fluctuating_volatility: float = 0.5
-
-    def __post_init__(self) -> None:
-        check(self.dormant_months >= 1, "dormant_months must be >= 1")
-        check(self.new_months >= 1, "new_months must be >= 1")
-        check(self.churn_risk_days >= 1, "churn_risk_days must be >= 1")
-        check(self.churn_risk_trend < 0 < self.growing_trend,
-              "churn_risk_trend must be < 0 < growing_trend")
-        check(self.fluctuating_volatility > 0, "fluctuating_volatility must be > 0")
-
-
-@dataclass(frozen=True)
-class TierRule:
-    """A value tier: conditions (empty list = any) and how the bank serves it."""
-
-    name: str
-    value_levels: list[str]
-    loyalty_bands: list[str]
-    credit_grades: list[str]
-    channel: str
-    service_level: str
-    label_en: str
-    label_zh: str
-
-
-@dataclass(frozen=True)
-class QuadrantConfig:
-    """Labels and strategies of a 2 x 2 matrix, keyed ``<row>_<column>``."""
-
-    labels: dict[str, str]
-    strategies: dict[str, str]
-
-
-@dataclass(frozen=True)
-class CampaignCondition:
-    """``column op value``; ops: < <= > >= == != in not_in is_null not_null."""
-
-    column: str
-    op: str
-    value: Any = None
-
-    def __post_init__(self) -> None:
-        ops = ("<", "<=", ">", ">=", "==", "!=", "in", "not_in", "is_null", "not_null")
-        check(self.op in ops, f"op must be one of {ops}, got {self.op!r}")
-        if self.op in ("in", "not_in"):
-            check(isinstance(self.value, list) and len(self.value) > 0,
-                  f"value must be a non-empty list for op {self.op}")
-        elif self.op not in ("is_null", "not_null"):
-            check(isinstance(self.value, (int, float, str)) and not isinstance(self.value, bool),
-                  f"value must be a number or string for op {self.op}")
-        if self.column == "lifecycle_stage" and self.op in ("in", "not_in", "==", "!="):
-            values = self.value if isinstance(self.value, list) else [self.value]
-            unknown = [v for v in values if v not in LIFECYCLE_STAGES]
-            check(not unknown, f"value names lifecycle stage(s) {unknown} that do not exist; "
-                               f"the stages are {list(LIFECYCLE_STAGES)}")
-
-
-@dataclass(frozen=True)
-class CampaignRule:
-    """A campaign: accounts meeting every condition are targeted, with the reason."""
-
-    name: str
-    reason: str
-    conditions: list[CampaignCondition]
-
-    def __post_init__(self) -> None:
-        check(len(self.conditions) > 0, "conditions must not be empty")
-
-
-@dataclass(frozen=True)
-class TiersConfig:
-    """Classes, stages, tiers, matrices and campaigns (spec section 7)."""
-
-    high_value_pct: float = 80.0
-    medium_value_pct: float = 50.0
-    risky_credit_grades: list[str] = field(default_factory=lambda: ["D", "E"])
-    no_credit_grade: str = "B"
-    credit_grade_column: str = "credit_grade_3m"
-    growth_trend: float = 0.0
-    abc: AbcConfig = field(default_factory=AbcConfig)
-    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
-    tiers: list[TierRule] = field(default_factory=list)
-    value_risk: QuadrantConfig | None = None
-    value_growth: QuadrantConfig | None = None
-    campaigns: list[CampaignRule] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        check(0 < self.medium_value_pct < self.high_value_pct < 100,
-              "need 0 < medium_value_pct < high_value_pct < 100")
-        check(len(self.tiers) > 0, "tiers must not be empty")
-        last = self.tiers[-1]
-        check(not (last.value_levels or last.loyalty_bands or last.credit_grades),
-              f"tiers: the last tier ({last.name}) must have no conditions (it takes the rest)")
-        names = [t.name for t in self.tiers]
-        check(len(set(names)) == len(names), f"tiers has duplicate names: {names}")
-        for i, tier in enumerate(self.tiers):
-            for level in tier.value_levels:
-                check(level in ("high", "medium", "low"),
-                      f"tiers[{i}].value_levels: {level!r} is not high, medium or low")
-        for key in ("value_risk", "value_growth"):
-            quad = getattr(self, key)
-            check(quad is not None, f"{key} is required")
-            rows = ("high", "low")
-            cols = ("high_risk", "low_risk") if key == "value_risk" else ("high_growth",
-                                                                          "low_growth")
-            want = {f"{r}_value_{c}" for r in rows for c in cols}
-            for part in ("labels", "strategies"):
-                got = set(getattr(quad, part))
-                check(got == want, f"{key}.{part} must have exactly the keys {sorted(want)}, "
-                      f"got {sorted(got)}")
-        names = [c.name for c in self.campaigns]
-        check(len(set(names)) == len(names), f"campaigns has duplicate names: {names}")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ and M over accounts with at least one transaction in the RFM window. The ``3 * (
 cut points are fitted once (:func:`fit_rfm`, the only numbers that reach the driver) and the
 scores are a projection with them as literals (:func:`rfm_scores`), so the model stage can
 add the segment (:func:`rfm_segment`) to its own frame without a join. A value equal to a cut
-point falls in the lower bin, so ties always share a score; inactive accounts score 1; a
-population with no activity at all scores 1 everywhere.
+point falls in the lower bin, so ties always share a score; inactive accounts get the lowest
+score; a population with no activity at all scores lowest everywhere. Scores run from
+``rfm.lowest_score`` (1, or 0 for the telecom codes such as ``033``) over ``rfm.bins`` levels.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ SCORES = ("r_score", "f_score", "m_score")
 
 def rfm_scores(cuts: RfmCuts, cfg: RfmConfig) -> dict[str, Column]:
     """``r_score``, ``f_score`` and ``m_score`` (ints) as expressions over a features row."""
-    n = cfg.bins
+    low, high = cfg.lowest_score, cfg.highest_score
     w = cfg.window_months
     recency = F.col("recency_days")
     freq, mon = F.col(f"frequency_{w}m"), F.col(f"monetary_{w}m")
-    r = F.when(recency.isNull(), F.lit(1)).otherwise(F.lit(n) - _bins_below(cuts.r, recency))
-    f = F.when(freq > 0, 1 + _bins_below(cuts.f, freq)).otherwise(F.lit(1))
-    m = F.when(freq > 0, 1 + _bins_below(cuts.m, rank_value(mon))).otherwise(F.lit(1))
+    r = F.when(recency.isNull(), F.lit(low)).otherwise(F.lit(high)
+                                                       - _bins_below(cuts.r, recency))
+    f = F.when(freq > 0, low + _bins_below(cuts.f, freq)).otherwise(F.lit(low))
+    m = F.when(freq > 0, low + _bins_below(cuts.m, rank_value(mon))).otherwise(F.lit(low))
     return {"r_score": r.cast("int"), "f_score": f.cast("int"), "m_score": m.cast("int")}
 
 

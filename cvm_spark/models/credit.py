@@ -32,7 +32,11 @@ from pyspark.sql import functions as F
 
 from cvm_spark.common.months import months_back
 from cvm_spark.config import CreditConfig, ScoreBin
-from cvm_spark.schemas.inputs import ACCOUNT_ID
+from cvm_spark.schemas.inputs import ACCOUNT_ID, CREDIT
+
+# the optional credit columns (the telecom profile's): null of their type when a frame
+# lacks them (validated inputs always carry them)
+CREDIT_TYPES = {f.name: f.dataType for f in CREDIT.schema.fields}
 
 
 def bin_points(value: Column, bins: list[ScoreBin]) -> Column:
@@ -93,6 +97,9 @@ def _scored_months(credit: DataFrame, snapshot: date, cfg: CreditConfig) -> Data
                 overdue_ratio(F.col("overdue_amount"), F.col("credit_limit"))
                 .alias("overdue_ratio"),
                 F.col("utilisation").cast("double").alias("utilisation"),
+                F.col("overdue_amount").cast("double").alias("overdue_amount"),
+                *[(F.col(c) if c in credit.columns else F.lit(None)).cast(CREDIT_TYPES[c])
+                  .alias(c) for c in CREDIT.optional],
             ))
     sc = cfg.scorecard
     score = (F.lit(sc.base_score)
@@ -152,8 +159,12 @@ def credit_grades(credit: DataFrame, snapshot: date, cfg: CreditConfig) -> DataF
         account_id, credit_score and credit_grade (snapshot month; null when the account has
         no row for it), credit_grade_<Q>m, credit_grade_<H>m (roll-ups over the months
         present), max_dpd_<N>m, delinquent_months_<N>m (N = delinquency_months; months
-        without a row count as 0 days past due). Accounts without a facility are absent:
-        left-join and read a null grade as "no credit risk known".
+        without a row count as 0 days past due), overdue_amount (arrears of the snapshot
+        month; null without a row for it), payment_method (of the latest month that names
+        one, within the last ``half_year_months``) and bad_debt (a month written off as bad
+        debt within the last N months; null when the source has no such column). Accounts
+        without a facility are absent: left-join and read a null grade as "no credit risk
+        known".
     """
     q, h, d = cfg.quarter_months, cfg.half_year_months, cfg.delinquency_months
     now = F.col("k") == 0
@@ -166,6 +177,11 @@ def credit_grades(credit: DataFrame, snapshot: date, cfg: CreditConfig) -> DataF
         _rollup(h, cfg).alias("_rank_h"),
         F.max(F.when(in_d, F.col("days_past_due"))).alias("max_dpd"),
         F.count(F.when(in_d & (F.col("days_past_due") > 0), 1)).alias("delinquent"),
+        F.max(F.when(now, F.col("overdue_amount"))).alias("overdue_amount"),
+        F.max_by(F.col("payment_method"),
+                 F.when((F.col("k") < h) & F.col("payment_method").isNotNull(), -F.col("k")))
+        .alias("payment_method"),
+        F.max(F.when(in_d, F.col("bad_debt").cast("int"))).alias("bad_debt"),
     )
     return agg.where(F.col("_months_h") > 0).select(
         ACCOUNT_ID,
@@ -175,4 +191,6 @@ def credit_grades(credit: DataFrame, snapshot: date, cfg: CreditConfig) -> DataF
         rank_label(F.col("_rank_h"), cfg).alias(f"credit_grade_{h}m"),
         F.col("max_dpd").cast("int").alias(f"max_dpd_{d}m"),
         F.col("delinquent").cast("int").alias(f"delinquent_months_{d}m"),
+        F.col("overdue_amount"), F.col("payment_method"),
+        (F.col("bad_debt") > 0).alias("bad_debt"),
     )

@@ -71,6 +71,7 @@ from cvm_spark.segments.tiers import (
     abc_probabilities,
     add_tiers,
     campaign_targets,
+    check_rule_columns,
     fit_abc,
     tier_summary,
 )
@@ -186,6 +187,21 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
                         model_metrics=metrics)
 
 
+def check_rules(cfg: CvmConfig) -> None:
+    """Every column a campaign or risk-reason condition names exists in the frame it is
+    evaluated on: checked from the config alone, so ``cvm run`` and ``cvm validate-config``
+    refuse a misspelt column before Spark starts.
+
+    Raises:
+        ValueError: naming the unknown columns and where they are used.
+    """
+    scores = [*_base_columns(cfg), *table_columns("value_scores", cfg), "segment"]
+    staged = [*scores, "abc_class", "value_level", "credit_grade_used", "relative_trend",
+              "arpu_class", "tier", "lifecycle_stage"]
+    check_rule_columns(cfg.tiers, staged, ("risk_customers",))
+    check_rule_columns(cfg.tiers, [*staged, *TIER_COLUMNS], ("campaigns",))
+
+
 def _window_columns(cfg: CvmConfig) -> tuple[str, str, str]:
     """The trend, volatility and ARPU feature columns the tiers read."""
     f = cfg.features
@@ -194,8 +210,9 @@ def _window_columns(cfg: CvmConfig) -> tuple[str, str, str]:
 
 
 def _base_columns(cfg: CvmConfig) -> list[str]:
-    return [SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days", "is_closed",
-            *_window_columns(cfg)]
+    arpu_class = [f"arpu_{cfg.tiers.arpu_class_months}m"] if cfg.tiers.arpu_classes else []
+    return list(dict.fromkeys([SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days",
+                               "is_closed", *_window_columns(cfg), *arpu_class]))
 
 
 @dataclass(frozen=True)

@@ -66,10 +66,13 @@ _FIXED: dict[str, str] = {
     # rfm
     "frequency": "Transactions in the RFM window (rfm.window_months).",
     "monetary": "Sum of transaction amounts in the RFM window.",
-    "r_score": "Recency score 1..rfm.bins (higher = more recent); 1 when never active.",
-    "f_score": "Frequency score 1..rfm.bins; 1 when no transaction in the window.",
-    "m_score": "Monetary score 1..rfm.bins; 1 when no transaction in the window.",
-    "rfm_code": "R, F and M scores as one string, e.g. '545'.",
+    "r_score": "Recency score rfm.lowest_score (1) .. + rfm.bins - 1 (higher = more recent); "
+               "the lowest when never active.",
+    "f_score": "Frequency score (rfm.lowest_score and up); the lowest when no transaction in "
+               "the window.",
+    "m_score": "Monetary score (rfm.lowest_score and up); the lowest when no transaction in "
+               "the window.",
+    "rfm_code": "R, F and M scores as one string, e.g. '545' (telecom, scores 0..3: '033').",
     "rfm_score": "r_score + f_score + m_score.",
     "segment": "Named RFM segment from the first matching rule in rfm.segments.",
     "btyd_frequency": "Buy-till-you-die frequency: days with a purchase minus one (repeat "
@@ -105,6 +108,12 @@ _FIXED: dict[str, str] = {
     "credit_score": "Scorecard credit score of the snapshot month (credit.scorecard); null "
                     "without a credit row that month.",
     "credit_grade": "Credit grade A..E of the snapshot month (credit.grades).",
+    "overdue_amount": "Arrears of the snapshot month (credit.overdue_amount); null without a "
+                      "credit row that month.",
+    "payment_method": "How the account paid in its latest credit month that names one (the "
+                      "optional credit.payment_method; null when the source has none).",
+    "bad_debt": "A credit month written off as bad debt within credit.delinquency_months "
+                "(the optional credit.bad_debt; null when the source has none).",
     "loyalty_score": "Composite loyalty score (0..100): entropy-weighted dimension scores.",
     "loyalty_band": "Loyalty band by rank: high (top 10%), fairly_high, average, low.",
     "income_prev": "Income in the previous elasticity period.",
@@ -136,7 +145,14 @@ _FIXED: dict[str, str] = {
     "service_level": "Service level of the tier.",
     "tier_reason": "Why the account got its tier: its value level, loyalty and credit, and "
                    "which condition of the tier above failed.",
-    "value_risk_quadrant": "<high|low>_value_<high|low>_risk (risky credit grades = high risk).",
+    "value_risk_quadrant": "<high|low>_value_<high|low>_risk (high risk = a risky credit "
+                           "grade or a risk reason).",
+    "arpu_class": "ARPU contribution class (tiers.arpu_classes on arpu_<tiers."
+                  "arpu_class_months>m); null without classes or without ARPU.",
+    "risk_reasons": "The risk reasons that hold (tiers.risk_customers.reasons, '; '-joined in "
+                    "config order); null when none does.",
+    "risk_customer": "A risk customer: value level in tiers.risk_customers.value_levels and "
+                     "at least one risk reason.",
     "value_risk_label": "Label of the value x risk quadrant.",
     "value_risk_strategy": "Strategy of the value x risk quadrant.",
     "value_growth_quadrant": "<high|low>_value_<high|low>_growth (BCG style).",

@@ -142,19 +142,70 @@ def lifecycle_stage(cfg: TiersConfig, trend_col: str, volatility_col: str) -> Co
             .otherwise(F.lit(stable)))
 
 
+def arpu_class(cfg: TiersConfig, arpu_col: str) -> Column:
+    """The ARPU contribution class (``tiers.arpu_classes``, first class whose ``min_arpu``
+    the ARPU reaches); null without classes or without an ARPU (never open in the window)."""
+    classes = cfg.arpu_classes
+    if not classes:
+        return F.lit(None).cast("string")
+    arpu = F.col(arpu_col)
+    rest = F.lit(classes[-1].label)
+    out: Column | None = None
+    for c in classes[:-1]:
+        hit = arpu >= F.lit(c.min_arpu)
+        out = F.when(hit, F.lit(c.label)) if out is None else out.when(hit, F.lit(c.label))
+    return F.when(arpu.isNotNull(), rest if out is None else out.otherwise(rest))
+
+
+def risk_reasons(cfg: TiersConfig) -> Column:
+    """The names of the ``tiers.risk_customers.reasons`` whose conditions all hold, joined
+    by ``"; "`` in config order; null when none holds."""
+    reasons = cfg.risk_customers.reasons
+    if not reasons:
+        return F.lit(None).cast("string")
+    joined = F.concat_ws("; ", *[F.when(_all_hold(r.conditions), F.lit(r.name))
+                                 for r in reasons])
+    return F.when(joined != "", joined)
+
+
+def check_rule_columns(cfg: TiersConfig, columns: list[str],
+                       rules: tuple[str, ...] = ("campaigns", "risk_customers")) -> None:
+    """Every column a campaign or risk-reason condition names must be one of ``columns``.
+
+    Args:
+        rules: which conditions to check: ``campaigns`` and/or ``risk_customers``.
+
+    Raises:
+        ValueError: naming the unknown columns and where they are used.
+    """
+    used = {"tiers.campaigns": {c.column for r in cfg.campaigns for c in r.conditions},
+            "tiers.risk_customers.reasons": {c.column for r in cfg.risk_customers.reasons
+                                             for c in r.conditions}}
+    for where, names in used.items():
+        if where.split(".")[1] not in rules:
+            continue
+        missing = sorted(names - set(columns))
+        if missing:
+            raise ValueError(f"{where} refer to unknown column(s) {missing}")
+
+
 TIER_COLUMNS = [
     SNAPSHOT_MONTH, ACCOUNT_ID, "contribution_value", "contribution_value_pct",
     "contribution_money", "abc_class",
-    "value_level", "lifecycle_stage", "tier", "tier_label_en", "tier_label_zh",
-    "contact_channel", "service_level", "tier_reason", "value_risk_quadrant",
-    "value_risk_label", "value_risk_strategy", "value_growth_quadrant", "value_growth_label",
-    "value_growth_strategy",
+    "value_level", "lifecycle_stage", "arpu_class", "tier", "tier_label_en", "tier_label_zh",
+    "contact_channel", "service_level", "tier_reason", "risk_reasons", "risk_customer",
+    "value_risk_quadrant", "value_risk_label", "value_risk_strategy", "value_growth_quadrant",
+    "value_growth_label", "value_growth_strategy",
 ]
+# the tiers' columns that are not strings
+TIER_TYPES = {SNAPSHOT_MONTH: "date", "contribution_value": "double",
+              "contribution_value_pct": "double", "contribution_money": "double",
+              "risk_customer": "boolean"}
 
 
 def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str,
-              volatility_col: str, abc: AbcFit, credit_grade_col: str = "credit_grade"
-              ) -> DataFrame:
+              volatility_col: str, abc: AbcFit, credit_grade_col: str = "credit_grade",
+              arpu_class_col: str | None = None) -> DataFrame:
     """``scores`` plus the tiers table's columns (and ``credit_grade_used``,
     ``relative_trend``): one projection with the fitted ABC buckets.
 
@@ -166,7 +217,10 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
             trend (trend / ARPU, per month) and volatility.
         abc: :func:`fit_abc` on ``scores``' contribution value.
         credit_grade_col: the grade the tier rules read (``tiers.credit_grade_column``).
+        arpu_class_col: the ARPU the ARPU classes read (default
+            ``arpu_<tiers.arpu_class_months>m``).
     """
+    arpu_class_col = arpu_class_col or f"arpu_{cfg.arpu_class_months}m"
     out, searches = bucketize(scores, {abc.measure: abc.cuts})
     bucket = abc_bucket_column(abc.cuts, abc.measure, searches.get(abc.measure))
     df = out.select(*scores.columns, bucket.alias("_bucket"))
@@ -182,11 +236,15 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
         F.coalesce(F.col(credit_grade_col), F.lit(cfg.no_credit_grade))
         .alias("credit_grade_used"),
         F.try_divide(F.col(trend_col), F.col(arpu_col)).alias("relative_trend"),
+        arpu_class(cfg, arpu_class_col).alias("arpu_class"),
     )
     rules = cfg.tiers
     tier = F.coalesce(*[F.when(_rule_match(r), F.lit(r.name)) for r in rules])
     staged = base.select("*", tier.alias("tier"),
                          lifecycle_stage(cfg, trend_col, volatility_col).alias("lifecycle_stage"))
+    check_rule_columns(cfg, staged.columns, ("risk_customers",))
+    staged = staged.select("*", risk_reasons(cfg).alias("risk_reasons"))
+    at_risk = F.col("risk_reasons").isNotNull()
     facts = F.format_string("value %s (p%.1f), loyalty %s, credit %s", F.col("value_level"),
                             pct, F.coalesce(F.col("loyalty_band"), F.lit("n/a")),
                             F.col("credit_grade_used"))
@@ -196,8 +254,8 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
                          for i in range(1, len(rules))], F.lit(""))
     risk_key = F.concat(F.when(F.col("value_level") == "high", F.lit("high"))
                         .otherwise(F.lit("low")), F.lit("_value_"),
-                        F.when(F.col("credit_grade_used").isin(cfg.risky_credit_grades),
-                               F.lit("high_risk")).otherwise(F.lit("low_risk")))
+                        F.when(F.col("credit_grade_used").isin(cfg.risky_credit_grades)
+                               | at_risk, F.lit("high_risk")).otherwise(F.lit("low_risk")))
     growth_key = F.concat(F.when(F.col("current_value_pct") >= cfg.medium_value_pct,
                                  F.lit("high")).otherwise(F.lit("low")), F.lit("_value_"),
                           F.when(F.coalesce(F.col("relative_trend"), F.lit(0.0))
@@ -206,12 +264,15 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
     assert cfg.value_risk is not None and cfg.value_growth is not None
     return staged.select(
         *scores.columns, "abc_class", "value_level", "credit_grade_used", "relative_trend",
-        "lifecycle_stage", "tier",
+        "lifecycle_stage", "arpu_class", "tier",
         _pick(rules, "label_en").alias("tier_label_en"),
         _pick(rules, "label_zh").alias("tier_label_zh"),
         _pick(rules, "channel").alias("contact_channel"),
         _pick(rules, "service_level").alias("service_level"),
         F.concat(facts, below).alias("tier_reason"),
+        "risk_reasons",
+        (F.col("value_level").isin(cfg.risk_customers.value_levels) & at_risk)
+        .alias("risk_customer"),
         risk_key.alias("value_risk_quadrant"),
         _quadrant(risk_key, cfg.value_risk, "labels").alias("value_risk_label"),
         _quadrant(risk_key, cfg.value_risk, "strategies").alias("value_risk_strategy"),
@@ -236,6 +297,13 @@ def assign_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: 
         *TIER_COLUMNS)
 
 
+def _all_hold(conditions: list[CampaignCondition]) -> Column:
+    match = F.lit(True)
+    for cond in conditions:
+        match = match & _condition(cond)
+    return match
+
+
 def _condition(cond: CampaignCondition) -> Column:
     c = F.col(cond.column)
     ops = {
@@ -254,19 +322,14 @@ def campaign_targets(scores: DataFrame, cfg: TiersConfig) -> DataFrame:
     All campaigns are evaluated in one pass: an array of matching (campaign, reason) structs
     per account, exploded.
     """
-    missing = sorted({c.column for r in cfg.campaigns for c in r.conditions}
-                     - set(scores.columns))
-    if missing:
-        raise ValueError(f"tiers.campaigns refer to unknown column(s) {missing}")
+    check_rule_columns(cfg, scores.columns, ("campaigns",))
     if not cfg.campaigns:
         return scores.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.lit(None).cast("string")
                              .alias("campaign"), F.lit(None).cast("string").alias("reason")
                              ).where(F.lit(False))
     entries = []
     for rule in cfg.campaigns:
-        match = F.lit(True)
-        for cond in rule.conditions:
-            match = match & _condition(cond)
+        match = _all_hold(rule.conditions)
         detail = F.concat_ws("; ", *[F.concat(F.lit(f"{c.column}="),
                                                F.coalesce(F.col(c.column).cast("string"),
                                                           F.lit("null")))

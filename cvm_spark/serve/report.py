@@ -159,6 +159,26 @@ def _abc_html(data: ReportData) -> list[str]:
                      share(m)] for c, n, m in data.abc], "abc")]
 
 
+def _arpu_risk_html(data: ReportData) -> list[str]:
+    """ARPU contribution classes and risk customers by reason (shown when configured)."""
+    out: list[str] = []
+    if data.arpu:
+        total = sum(n for _, n in data.arpu) or 1
+        out += ["<h2 id=\"arpu\">ARPU classes</h2>",
+                "<p>Contribution classes on monthly ARPU (tiers.arpu_classes).</p>",
+                _table(["ARPU class", "accounts", "share"],
+                       [[_e(c), f"{n:,}", f"{100 * n / total:.1f}%"] for c, n in data.arpu],
+                       "arpu")]
+    if data.risk:
+        out += ["<h2 id=\"risk\">Risk customers</h2>",
+                "<p>Accounts per risk reason (tiers.risk_customers; an account may have "
+                "several) and the risk customers among them: the high-value accounts the "
+                "retention campaign targets.</p>",
+                _table(["reason", "accounts", "risk customers"],
+                       [[_e(r), f"{n:,}", f"{c:,}"] for r, n, c in data.risk], "risk")]
+    return out
+
+
 KPI_SHOWN = ("accounts", "cac", "clv", "clv_cac_ratio", "payback_months")
 SURVEY_SHOWN = ("responses", "csat", "nps")
 _DIMENSION_ORDER = {"acquisition_channel": 0, "tier": 1, "segment": 2, "lifecycle_stage": 3,
@@ -226,6 +246,7 @@ def render_html(data: ReportData) -> str:
                      [[_e(t), f"{n:,}", f"{100 * n / total:.1f}%"] for t, n in data.tiers],
                      "tier-distribution")]
     parts += _abc_html(data)
+    parts += _arpu_risk_html(data)
     parts += _kpi_html(data)
     parts += ["<h2 id=\"lifecycle\">Lifecycle funnel</h2>",
               _img(plot_lifecycle(data), "accounts per lifecycle stage"),
@@ -233,8 +254,9 @@ def render_html(data: ReportData) -> str:
                      [[_e(s), f"{n:,}"] for s, n in data.lifecycle], "lifecycle")]
     parts.append("<h2 id=\"rfm\">RFM heat map</h2>")
     if data.rfm:
-        parts += ["<p>Accounts and mean monetary value per R score (rows, 5 = most recent) and "
-                  "F score (columns).</p>", _img(plot_rfm(data), "RFM heat maps")]
+        top = max(r for r, _, _, _ in data.rfm)
+        parts += [f"<p>Accounts and mean monetary value per R score (rows, {top} = most "
+                  "recent) and F score (columns).</p>", _img(plot_rfm(data), "RFM heat maps")]
     else:
         parts.append('<p class="note">No rfm rows for this snapshot.</p>')
     parts.append("<h2 id=\"clusters\">Future-value clusters</h2>")

@@ -47,6 +47,9 @@ class ReportData:
     tier_order: list[str] = field(default_factory=list)
     # ABC class -> (accounts, contribution money; None in a table written before it existed)
     abc: list[tuple[str, int, float | None]] = field(default_factory=list)
+    # ARPU class -> accounts; risk reason -> (accounts with it, risk customers among them)
+    arpu: list[tuple[str, int]] = field(default_factory=list)
+    risk: list[tuple[str, int, int]] = field(default_factory=list)
     # kpi_summary rows without a period: (dimension, group, kpi) -> (value, base, small)
     kpis: dict[tuple[str, str, str], tuple[float | None, int, bool]] = field(
         default_factory=dict)
@@ -100,6 +103,23 @@ def abc_classes(tiers: DataFrame) -> list[tuple[str, int, float | None]]:
              else F.lit(None).cast("double"))
     return sorted((r["abc_class"], int(r["n"]), r["money"]) for r in tiers.groupBy("abc_class")
                   .agg(F.count(F.lit(1)).alias("n"), money.alias("money")).collect())
+
+
+def arpu_and_risk(tiers: DataFrame) -> tuple[list[tuple[str, int]], list[tuple[str, int, int]]]:
+    """(ARPU class, accounts) and (risk reason, accounts, risk customers) of the snapshot's
+    tiers (two aggregates of a few rows; empty for a table written before the columns)."""
+    if "arpu_class" not in tiers.columns:
+        return [], []
+    arpu = sorted((r["arpu_class"], int(r["n"])) for r in tiers.where(
+        F.col("arpu_class").isNotNull()).groupBy("arpu_class")
+        .agg(F.count(F.lit(1)).alias("n")).collect())
+    reasons = tiers.where(F.col("risk_reasons").isNotNull()).select(
+        F.explode(F.split("risk_reasons", "; ")).alias("reason"), "risk_customer")
+    risk = sorted((r["reason"], int(r["n"]), int(r["customers"])) for r in reasons
+                  .groupBy("reason").agg(F.count(F.lit(1)).alias("n"),
+                                         F.count_if("risk_customer").alias("customers"))
+                  .collect())
+    return arpu, risk
 
 
 def _run_section(spark: SparkSession, output: OutputConfig, data: ReportData) -> None:
@@ -180,6 +200,7 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
                 F.count(F.lit(1)).alias("n"), F.avg("monetary").alias("mean_monetary"))
             .collect())
     data.abc = abc_classes(tiers)
+    data.arpu, data.risk = arpu_and_risk(tiers)
     kpis = _snapshot_rows(spark, output, "kpi_summary", snapshot)
     if kpis is not None:   # a few dozen rows: channels and tiers x 5 KPIs
         data.kpis = {(r["dimension"], r["group_name"], r["kpi"]):

@@ -80,20 +80,26 @@ def plot_lifecycle(data: ReportData) -> str:
     return _png(fig)
 
 
-def _rfm_grids(data: ReportData) -> tuple[int, list[list[float | None]], list[list[float | None]]]:
-    bins = max([max(r, f) for r, f, _, _ in data.rfm], default=0)
-    counts: list[list[float | None]] = [[0.0] * bins for _ in range(bins)]
-    means: list[list[float | None]] = [[None] * bins for _ in range(bins)]
-    for r, f, n, mean in data.rfm:
+def _rfm_grids(data: ReportData
+               ) -> tuple[list[int], list[list[float | None]], list[list[float | None]]]:
+    """The score levels (lowest .. highest seen: 1..5, or 0..3 for the telecom codes) and
+    the count and mean-monetary grids, row 0 = the highest R score."""
+    seen = [s for r, f, _, _ in data.rfm for s in (r, f)]
+    low, high = (min(seen), max(seen)) if seen else (1, 0)
+    levels = list(range(low, high + 1))
+    n = len(levels)
+    counts: list[list[float | None]] = [[0.0] * n for _ in range(n)]
+    means: list[list[float | None]] = [[None] * n for _ in range(n)]
+    for r, f, count, mean in data.rfm:
         # row 0 = the highest R score (most recent at the top)
-        counts[bins - r][f - 1] = float(n)
-        means[bins - r][f - 1] = None if mean is None else float(mean)
-    return bins, counts, means
+        counts[high - r][f - low] = float(count)
+        means[high - r][f - low] = None if mean is None else float(mean)
+    return levels, counts, means
 
 
 def plot_rfm(data: ReportData) -> str:
     """Two heat maps over R score (rows) x F score (columns): accounts and mean monetary."""
-    bins, counts, means = _rfm_grids(data)
+    levels, counts, means = _rfm_grids(data)
     fig = _figure(9.0, 4.0)
     for k, (grid, title, fmt) in enumerate(((counts, "accounts", ",.0f"),
                                             (means, "mean monetary (RFM window)", ",.0f"))):
@@ -102,8 +108,8 @@ def plot_rfm(data: ReportData) -> str:
         image = ax.imshow(values, cmap="Blues" if k == 0 else "Oranges", aspect="auto")
         fig.colorbar(image, ax=ax, shrink=0.8)
         _annotate_grid(ax, grid, fmt)
-        ax.set_xticks(range(bins), [str(f) for f in range(1, bins + 1)])
-        ax.set_yticks(range(bins), [str(r) for r in range(bins, 0, -1)])
+        ax.set_xticks(range(len(levels)), [str(f) for f in levels])
+        ax.set_yticks(range(len(levels)), [str(r) for r in reversed(levels)])
         ax.set_xlabel("F score")
         ax.set_ylabel("R score")
         ax.set_title(title)

@@ -23,7 +23,7 @@ from cvm_spark.models.loyalty import loyalty_columns
 from cvm_spark.models.value import SCALED
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.schemas.outputs import TABLE_DESCRIPTIONS, column_comment
-from cvm_spark.segments.tiers import TIER_COLUMNS
+from cvm_spark.segments.tiers import TIER_COLUMNS, TIER_TYPES
 from cvm_spark.storage.privacy import ACCOUNT_KEY
 
 STRING, DATE, INT, LONG = T.StringType(), T.DateType(), T.IntegerType(), T.LongType()
@@ -85,7 +85,8 @@ def _value_scores(cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
         *[(c, STRING if c == "fv_cluster" else DOUBLE) for c in FUTURE_COLUMNS],
         ("credit_score", INT),
         ("credit_grade", STRING), (f"credit_grade_{q}m", STRING), (f"credit_grade_{h}m", STRING),
-        (f"max_dpd_{d}m", INT), (f"delinquent_months_{d}m", INT),
+        (f"max_dpd_{d}m", INT), (f"delinquent_months_{d}m", INT), ("overdue_amount", DOUBLE),
+        ("payment_method", STRING), ("bad_debt", BOOLEAN),
         *[(c, STRING if c == "loyalty_band" else DOUBLE) for c in loyalty_columns(cfg.loyalty)],
         *doubles(*ELASTICITY_NUMBERS, *CLV_COLUMNS), ("elasticity_class", STRING),
         *doubles(*[f"{c}_pct" for c in [*SCALED, *groups]]),
@@ -94,9 +95,8 @@ def _value_scores(cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
 
 
 def _tiers() -> list[tuple[str, T.DataType]]:
-    types = {SNAPSHOT_MONTH: DATE, "contribution_value": DOUBLE, "contribution_value_pct": DOUBLE,
-             "contribution_money": DOUBLE}
-    return [(c, types.get(c, STRING)) for c in TIER_COLUMNS]
+    types = {"date": DATE, "double": DOUBLE, "boolean": BOOLEAN}
+    return [(c, types[TIER_TYPES[c]] if c in TIER_TYPES else STRING) for c in TIER_COLUMNS]
 
 
 def _columns(table: str, cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
