@@ -99,3 +99,31 @@ def test_config_validation_names_the_field():
         ElasticityConfig(method="log")
     with pytest.raises(ValueError, match=r"^unit_tolerance"):
         ElasticityConfig(unit_tolerance=-0.1)
+
+
+def test_elasticity_per_product_line_group(spark):
+    """E_g = (dQ_g / Q_g_prev) / (dP / P_prev): each group's income change over the one
+    spend change of the account; a group without previous income is undefined."""
+    from pyspark.sql import functions as F
+
+    from cvm_spark.models.elasticity import elasticity_from_aggregates
+
+    cfg = ElasticityConfig()
+    # income 100 -> 150 in total: savings 80 -> 140 (+75 %), wealth 20 -> 10 (-50 %),
+    # loans 0 -> 0; spend 10 -> 15 (+50 %)
+    row = spark.createDataFrame(
+        [("A", 100.0, 150.0, 80.0, 140.0, 20.0, 10.0, 0.0, 0.0, 10.0, 15.0, 6, 2)],
+        "account_id string, income_prev double, income_cur double, "
+        "_income_savings_prev double, _income_savings_cur double, "
+        "_income_wealth_prev double, _income_wealth_cur double, "
+        "_income_loans_prev double, _income_loans_cur double, "
+        "spend_prev double, spend_cur double, _income_months int, _spend_months int")
+    got = row.select(*elasticity_from_aggregates(cfg, ["savings", "wealth", "loans"]))
+    actual = got.select("elasticity", "elasticity_class", "elasticity_savings",
+                        "elasticity_class_savings", "elasticity_wealth",
+                        "elasticity_class_wealth", "elasticity_loans",
+                        "elasticity_class_loans")
+    expected = spark.createDataFrame(
+        [(1.0, "unit", 1.5, "elastic", -1.0, "unit", None, "undefined")], actual.schema)
+    assertDataFrameEqual(actual, expected)
+    assert got.where(F.col("return_on_spend") == 10.0).count() == 1

@@ -136,21 +136,30 @@ def test_value_growth_matrix(spark, base_config):
 
 def test_campaign_targets_one_row_per_match(spark, base_config):
     scores = spark.createDataFrame([
-        (S, "r", "churn_risk", "high", None, 80.0, 10.0),
-        (S, "t", "new", "low", "elastic", 10.0, 10.0),
-        (S, "both", "growing", "high", "elastic", 49.9, 10.0),
-        (S, "none", "stable", "high", "elastic", 10.0, 10.0),
-        (S, "d", "dormant", "low", None, 0.0, 70.0),
+        (S, "r", "churn_risk", "high", None, None, 80.0, 10.0, 90.0),
+        (S, "t", "new", "low", "elastic", "inelastic", 10.0, 10.0, 50.0),
+        (S, "both", "growing", "high", "elastic", "elastic", 49.9, 10.0, 99.0),
+        (S, "none", "stable", "high", "elastic", "elastic", 10.0, 10.0, 90.0),
+        (S, "low_future", "new", "low", "elastic", None, 10.0, 10.0, 49.9),
+        (S, "d", "dormant", "low", None, None, 0.0, 70.0, 0.0),
     ], "snapshot_month date, account_id string, lifecycle_stage string, value_level string, "
-       "elasticity_class string, current_value_savings_pct double, historical_value_pct double")
+       "elasticity_class_savings string, elasticity_class_wealth string, "
+       "current_value_savings_pct double, historical_value_pct double, "
+       "future_value_savings_pct double")
     actual = campaign_targets(scores, base_config.tiers).select("account_id", "campaign")
     expected = spark.createDataFrame(
         [("r", "retention"), ("t", "time_deposit_offer"), ("both", "time_deposit_offer"),
-         ("d", "reactivation")], actual.schema)
+         ("both", "wealth_cross_sell"), ("d", "reactivation")], actual.schema)
     assertDataFrameEqual(actual, expected)
     reason = campaign_targets(scores, base_config.tiers).where("account_id = 'r'").first().reason
     assert reason == ("valuable account at churn risk (lifecycle_stage=churn_risk; "
                       "value_level=high)")
+    reason = campaign_targets(scores, base_config.tiers).where(
+        "account_id = 't'").first().reason
+    assert reason == ("savings respond to marketing, little in deposits now, more to come, not "
+                      "yet mature (elasticity_class_savings=elastic; "
+                      "current_value_savings_pct=10.0; future_value_savings_pct=50.0; "
+                      "lifecycle_stage=new)")
 
 
 def test_tier_summary_by_abc_class(spark, base_config):

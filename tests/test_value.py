@@ -257,3 +257,31 @@ def test_contribution_money_weights_the_components_in_currency(spark):
     # .20 / .55 / .05 / .20 of the shipped weights; nulls count as 0
     assert got == pytest.approx({"a": 0.2 * 1000 + 0.55 * 200 + 0.05 * 50 + 0.2 * 300,
                                  "b": 0.55 * -40.0})
+
+
+def test_future_value_split_by_the_groups_recent_income(spark):
+    """future_value_<g> = future_value x max(income_g, 0) / sum of them over the last H
+    months: the groups add up to the total; no positive income leaves the split null."""
+    from pyspark.sql import functions as F
+
+    from cvm_spark.models.value import future_value_by_group
+
+    rows = spark.createDataFrame([
+        ("A", 300.0, 60.0, 30.0, 10.0),     # shares 0.6, 0.3, 0.1
+        ("B", 100.0, 50.0, -20.0, 0.0),     # a negative income counts as 0: 1, 0, 0
+        ("C", 80.0, 0.0, 0.0, None),        # no income: no split
+        ("D", 0.0, 5.0, 5.0, 0.0),          # closed (future value 0): 0, 0, 0
+    ], "account_id string, future_value double, _fv_income_savings double, "
+       "_fv_income_wealth double, _fv_income_loans double")
+    actual = rows.select("account_id", *future_value_by_group(["savings", "wealth", "loans"]))
+    expected = spark.createDataFrame([
+        ("A", 180.0, 90.0, 30.0),
+        ("B", 100.0, 0.0, 0.0),
+        ("C", None, None, None),
+        ("D", 0.0, 0.0, 0.0),
+    ], actual.schema)
+    assertDataFrameEqual(actual, expected)
+    total = actual.where("account_id = 'A'").select(
+        (F.col("future_value_savings") + F.col("future_value_wealth")
+         + F.col("future_value_loans")).alias("t")).first().t
+    assert total == pytest.approx(300.0)

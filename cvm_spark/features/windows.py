@@ -223,8 +223,9 @@ def monthly_rows(monthly_product: DataFrame, base: DataFrame, snapshot: date,
 
     Columns: account_id, month, k, open, income, cost, profit, ``bal_<line>`` (null when
     the account has no row of that line that month), ``held`` (lines with a balance or
-    income) and, with ``product_groups``, ``profit_<group>`` (null without a row of the
-    group). Only accounts of ``base`` (with ``_k_open``, ``_k_close``) are kept.
+    income) and, with ``product_groups``, ``profit_<group>`` and ``income_<group>`` (null
+    without a row of the group). Only accounts of ``base`` (with ``_k_open``, ``_k_close``)
+    are kept.
     """
     aggs = [F.sum("income").alias("income"), F.sum("cost").alias("cost"),
             F.sum(F.col("income") - F.col("cost")).alias("profit"),
@@ -233,8 +234,9 @@ def monthly_rows(monthly_product: DataFrame, base: DataFrame, snapshot: date,
             F.count(F.when((F.col("avg_balance") > 0) | (F.col("income") > 0), 1))
             .alias("held")]
     for group, lines in (product_groups or {}).items():
-        aggs.append(F.sum(F.when(F.col("product_line").isin(lines),
-                                 F.col("income") - F.col("cost"))).alias(f"profit_{group}"))
+        in_group = F.col("product_line").isin(lines)
+        aggs += [F.sum(F.when(in_group, F.col("income") - F.col("cost"))).alias(f"profit_{group}"),
+                 F.sum(F.when(in_group, F.col("income"))).alias(f"income_{group}")]
     monthly = monthly_product.groupBy(ACCOUNT_ID, "month").agg(*aggs)
     k = months_back(F.col("month"), snapshot)
     return (monthly.join(base.select(ACCOUNT_ID, "_k_open", "_k_close"), on=ACCOUNT_ID,

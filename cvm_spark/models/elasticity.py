@@ -29,6 +29,7 @@ Worked examples: docs/quality.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from pyspark.sql import Column, DataFrame
@@ -48,12 +49,17 @@ def _period_sums(value: Column, k: Column, months: int, prefix: str) -> list[Col
             .alias(f"{prefix}_cur")]
 
 
-def income_aggregates(cfg: ElasticityConfig) -> list[Column]:
+def income_aggregates(cfg: ElasticityConfig, groups: Sequence[str] = ()) -> list[Column]:
     """Aggregates over monthly rows with ``k`` and ``income`` (every month, open or not,
     e.g. :func:`cvm_spark.features.windows.monthly_rows`): income of the two periods, and how many
-    months of the periods have rows."""
+    months of the periods have rows; with ``groups`` (product-line groups, rows carrying
+    ``income_<group>``) also each group's income of the two periods (``_income_<group>_prev``
+    / ``_cur``)."""
     n, k = cfg.period_months, F.col("k")
-    return [*_period_sums(F.col("income"), k, n, "income"),
+    by_group = [c for g in groups
+                for c in _period_sums(F.coalesce(F.col(f"income_{g}"), F.lit(0.0)), k, n,
+                                      f"_income_{g}")]
+    return [*_period_sums(F.col("income"), k, n, "income"), *by_group,
             F.count(F.when((k >= 0) & (k < 2 * n), 1)).alias("_income_months")]
 
 
@@ -87,11 +93,23 @@ ELASTICITY_COLUMNS = ["income_prev", "income_cur", "spend_prev", "spend_cur", "e
                       "elasticity_class", "return_on_spend"]
 
 
-def elasticity_from_aggregates(cfg: ElasticityConfig) -> list[Column]:
-    """:data:`ELASTICITY_COLUMNS` over a row with the :func:`income_aggregates` and
+def group_elasticity_columns(groups: Sequence[str]) -> list[str]:
+    """``elasticity_<group>`` and ``elasticity_class_<group>`` of each product-line group."""
+    return [c for g in groups for c in (f"elasticity_{g}", f"elasticity_class_{g}")]
+
+
+def elasticity_from_aggregates(cfg: ElasticityConfig, groups: Sequence[str] = ()
+                               ) -> list[Column]:
+    """:data:`ELASTICITY_COLUMNS` (and with ``groups`` the
+    :func:`group_elasticity_columns`) over a row with the :func:`income_aggregates` and
     :func:`spend_aggregates` (null when the account had no rows). An account with no
     monthly or marketing rows in the two periods gets nulls (its class is the caller's
-    "undefined")."""
+    "undefined").
+
+    A group's elasticity is the relative change of the group's income over the relative
+    change of the account's marketing spend (spend is not split by line): ``E_g = (dQ_g /
+    Q_g) / (dP / P)``, undefined (class ``undefined``) when the group had no income in the
+    previous period or the spend did not change."""
     has_rows = ((F.coalesce(F.col("_income_months"), F.lit(0)) > 0)
                 | (F.coalesce(F.col("_spend_months"), F.lit(0)) > 0))
     sums = {c: F.coalesce(F.col(c), F.lit(0.0))
@@ -103,7 +121,14 @@ def elasticity_from_aggregates(cfg: ElasticityConfig) -> list[Column]:
     values = {**sums, "elasticity": e, "elasticity_class": elasticity_class(e, cfg),
               "return_on_spend": F.when(sums["spend_cur"] > 0,
                                         sums["income_cur"] / sums["spend_cur"])}
-    return [F.when(has_rows, values[c]).alias(c) for c in ELASTICITY_COLUMNS]
+    for g in groups:
+        dq_g = relative_change(F.coalesce(F.col(f"_income_{g}_prev"), F.lit(0.0)),
+                               F.coalesce(F.col(f"_income_{g}_cur"), F.lit(0.0)), cfg.method)
+        e_g = F.when(spend_changed, dq_g / dp)
+        values[f"elasticity_{g}"] = e_g
+        values[f"elasticity_class_{g}"] = elasticity_class(e_g, cfg)
+    return [F.when(has_rows, values[c]).alias(c)
+            for c in [*ELASTICITY_COLUMNS, *group_elasticity_columns(groups)]]
 
 
 def value_elasticity(monthly_product: DataFrame, marketing: DataFrame, snapshot: date,

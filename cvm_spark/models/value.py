@@ -7,6 +7,7 @@ snapshot month, ``k`` months back from it, the current window is ``k < C``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from pyspark.sql import Column, DataFrame
@@ -109,6 +110,33 @@ def values_from_aggregates(cfg: ValueConfig, k_data_start: int) -> list[Column]:
         a0.alias("a0_monthly_profit"),
         F.coalesce(n_missing, F.lit(0)).cast("int").alias("backfill_months"),
     ]
+
+
+def future_share_aggregates(groups: Sequence[str], months: int) -> list[Column]:
+    """Aggregates over :func:`cvm_spark.features.windows.monthly_rows` (with
+    ``income_<group>``): each group's income over the last ``months`` months the account was
+    open (``_fv_income_<group>``), the weights :func:`future_value_by_group` splits the
+    forecast by."""
+    k, used = F.col("k"), F.col("open")
+    return [F.sum(F.when(used & (k < months), F.coalesce(F.col(f"income_{g}"), F.lit(0.0)))
+                  .otherwise(F.lit(0.0))).alias(f"_fv_income_{g}") for g in groups]
+
+
+def future_share_columns(groups: Sequence[str]) -> list[str]:
+    """The hidden columns of :func:`future_share_aggregates`."""
+    return [f"_fv_income_{g}" for g in groups]
+
+
+def future_value_by_group(groups: Sequence[str]) -> list[Column]:
+    """``future_value_<group>``: the account's future value split over the product-line
+    groups in proportion to each group's (non-negative) income of the last H months, so the
+    groups add up to ``future_value``; null when the account had no positive income in
+    those months (over a row with ``future_value`` and :func:`future_share_columns`)."""
+    shares = {g: F.greatest(F.coalesce(F.col(f"_fv_income_{g}"), F.lit(0.0)), F.lit(0.0))
+              for g in groups}
+    total = sum(shares.values(), F.lit(0.0))
+    return [F.when(total > 0, F.col("future_value") * shares[g] / total)
+            .alias(f"future_value_{g}") for g in groups]
 
 
 def value_columns(cfg: ValueConfig) -> list[str]:

@@ -16,7 +16,9 @@ transactions three times and the monthly facts five times. Here each table is re
 The result has one row per account opened by the snapshot's month end, is materialised once
 by the pipeline, and every consumer is a projection of it: :func:`features_of` (the
 features table), :func:`cvm_spark.models.future_value.training_from_facts`, :func:`scored_base_of`
-(features, values and elasticity together, for the value model). docs/performance.md has
+(features, values and elasticity together, for the value model).
+Elasticity and the future value's split are also per product-line group
+(``value.product_groups``): their income sums are in the same aggregate. docs/performance.md has
 the measurements behind this layout.
 """
 
@@ -43,7 +45,12 @@ from cvm_spark.models.elasticity import (
     spend_aggregates,
 )
 from cvm_spark.models.future_value import TRAINING_SUFFIX, label_aggregates, training_aggregates
-from cvm_spark.models.value import value_aggregates, values_from_aggregates
+from cvm_spark.models.value import (
+    future_share_aggregates,
+    future_share_columns,
+    value_aggregates,
+    values_from_aggregates,
+)
 from cvm_spark.schemas.inputs import ACCOUNT_ID
 
 
@@ -67,12 +74,14 @@ def build_account_facts(accepted: dict[str, DataFrame], cfg: CvmConfig,
     txn = (transaction_days(accepted["transactions"], month_end(t), fcfg).groupBy(ACCOUNT_ID)
            .agg(*transaction_aggregates(t, fcfg),
                 *transaction_aggregates(training, fcfg, TRAINING_SUFFIX, only=only)))
+    groups = list(cfg.value.product_groups)
     rows = monthly_rows(accepted["monthly_product"], base, t, lines, cfg.value.product_groups)
     mon = rows.groupBy(ACCOUNT_ID).agg(
         *monthly_aggregates(t, t, fcfg, lines),
         *monthly_aggregates(training, t, fcfg, lines, TRAINING_SUFFIX, only=only),
         *value_aggregates(t, cfg.value, k_data_start),
-        *income_aggregates(cfg.elasticity),
+        *income_aggregates(cfg.elasticity, groups),
+        *future_share_aggregates(groups, cfg.future_value.horizon_months),
         *label_aggregates(cfg.future_value))
     spend = accepted["marketing"].groupBy(ACCOUNT_ID).agg(*spend_aggregates(t, cfg.elasticity))
     return (attributes.join(txn, on=ACCOUNT_ID, how="left")
@@ -94,4 +103,5 @@ def scored_base_of(facts: DataFrame, cfg: CvmConfig, k_data_start: int) -> DataF
     return facts.select("*", k_open.alias("_k_open")).select(
         *features_from_aggregates(cfg.snapshot, cfg.features, cfg.validation.product_lines),
         *values_from_aggregates(cfg.value, k_data_start),
-        *elasticity_from_aggregates(cfg.elasticity))
+        *elasticity_from_aggregates(cfg.elasticity, list(cfg.value.product_groups)),
+        *future_share_columns(cfg.value.product_groups))

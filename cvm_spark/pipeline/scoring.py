@@ -40,7 +40,7 @@ from cvm_spark.features.windows import BTYD_COLUMNS
 from cvm_spark.models.btyd import ClvFitError
 from cvm_spark.models.clv import CLV_COLUMNS, ClvModel, add_clv, fit_clv, simple_clv_column
 from cvm_spark.models.credit import credit_grades
-from cvm_spark.models.elasticity import ELASTICITY_COLUMNS
+from cvm_spark.models.elasticity import ELASTICITY_COLUMNS, group_elasticity_columns
 from cvm_spark.models.future_value import (
     FUTURE_COLUMNS,
     FutureValueModel,
@@ -55,6 +55,8 @@ from cvm_spark.models.value import (
     SCALED,
     contribution_money,
     contribution_value,
+    future_share_columns,
+    future_value_by_group,
     influence_value,
     percentile_probabilities,
     percentile_scale,
@@ -257,8 +259,9 @@ def _account_frame(scored_base: DataFrame, fitted: _Fitted, rfm_cuts: RfmCuts,
               *cfg.future_value.input_columns, cfg.future_value.baseline_column,
               f"frequency_{cfg.rfm.window_months}m", f"monetary_{cfg.rfm.window_months}m",
               *BTYD_COLUMNS]
-    own = [*value_columns(cfg.value), *ELASTICITY_COLUMNS]
-    frame = scored_base.select(*dict.fromkeys([*needed, *own]))
+    groups = list(cfg.value.product_groups)
+    own = [*value_columns(cfg.value), *ELASTICITY_COLUMNS, *group_elasticity_columns(groups)]
+    frame = scored_base.select(*dict.fromkeys([*needed, *own, *future_share_columns(groups)]))
     frame = add_loyalty(frame, fitted.loyalty)
     frame = add_future_value(frame, fitted.future)
     frame = add_lifetime_value(frame, fitted.clv, cfg)
@@ -267,7 +270,8 @@ def _account_frame(scored_base: DataFrame, fitted: _Fitted, rfm_cuts: RfmCuts,
     frame = frame.select("*", *[c.alias(f"_rfm_{name}") for name, c in scores.items()])
     segment = rfm_segment(cfg.rfm, *[F.col(f"_rfm_{name}") for name in scores])
     return frame.select(*_base_columns(cfg), *own, *loyalty_columns(cfg.loyalty),
-                        *FUTURE_COLUMNS, *CLV_COLUMNS, segment.alias("segment"))
+                        *FUTURE_COLUMNS, *future_value_by_group(groups), *CLV_COLUMNS,
+                        segment.alias("segment"))
 
 
 def _value_components(frame: DataFrame, scored_base: DataFrame,
@@ -282,11 +286,13 @@ def _value_components(frame: DataFrame, scored_base: DataFrame,
     undefined = cfg.elasticity.labels.undefined
     joined = (frame.join(influence, on=ACCOUNT_ID, how="left")
               .join(credit, on=ACCOUNT_ID, how="left"))
-    group_cols = [f"current_value_{g}" for g in cfg.value.product_groups]
+    group_cols = [f"{part}_{g}" for part in ("current_value", "future_value")
+                  for g in cfg.value.product_groups]
+    classes = ["elasticity_class", *[f"elasticity_class_{g}" for g in cfg.value.product_groups]]
     value_cols = table_columns("value_scores", cfg)
     raw_value_cols = value_cols[:value_cols.index(f"{SCALED[0]}_pct")]
     inputs = materialize(joined.select(
-        *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c == "elasticity_class"
+        *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c in classes
           else F.col(c) for c in dict.fromkeys([*_base_columns(cfg), *raw_value_cols,
                                                 "segment"])]), "model_inputs")
     scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points)

@@ -227,6 +227,13 @@ _PATTERNS: list[tuple[str, str]] = [
                        "indicators, min-max scaled."),
     (r"(\w+)_pct", "{0} as an approximate percentile rank on 0..100 (ties share the mid-rank)."),
     (r"current_value_(\w+)", "Current value of product-line group {0} (value.product_groups)."),
+    (r"future_value_(\w+)", "Future value of product-line group {0}: future_value split by the "
+                            "group's share of the account's income over the last "
+                            "future_value.horizon_months months; null without income then."),
+    (r"elasticity_class_(\w+)", "Elasticity class of product-line group {0} (as "
+                                "elasticity_class)."),
+    (r"elasticity_(\w+)", "Income elasticity of product-line group {0} to the account's "
+                          "marketing spend: (dQ_g/Q_g) / (dP/P); null when undefined."),
     (r"active_months_(\d+)m", "Months of the last {0} with at least one transaction."),
     (r"income_trend_(\d+)m", "OLS slope of monthly income (currency per month) over the months "
                              "the account was open in the last {0}; null with fewer than 2."),

@@ -18,6 +18,7 @@ from pyspark.sql import types as T
 
 from cvm_spark.config import CvmConfig
 from cvm_spark.models.clv import CLV_COLUMNS
+from cvm_spark.models.elasticity import group_elasticity_columns
 from cvm_spark.models.future_value import FUTURE_COLUMNS
 from cvm_spark.models.loyalty import loyalty_columns
 from cvm_spark.models.value import SCALED
@@ -72,6 +73,7 @@ def _rfm() -> list[tuple[str, T.DataType]]:
 
 def _value_scores(cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
     groups = [f"current_value_{g}" for g in cfg.value.product_groups]
+    future_groups = [f"future_value_{g}" for g in cfg.value.product_groups]
     q, h, d = (cfg.credit.quarter_months, cfg.credit.half_year_months,
                cfg.credit.delinquency_months)
     doubles = lambda *names: [(n, DOUBLE) for n in names]  # noqa: E731
@@ -83,13 +85,16 @@ def _value_scores(cfg: CvmConfig) -> list[tuple[str, T.DataType]]:
         *doubles("influence_enterprise", "influence_family", "influence_radiation",
                  "influence_value"),
         *[(c, STRING if c == "fv_cluster" else DOUBLE) for c in FUTURE_COLUMNS],
+        *doubles(*[f"future_value_{g}" for g in cfg.value.product_groups]),
         ("credit_score", INT),
         ("credit_grade", STRING), (f"credit_grade_{q}m", STRING), (f"credit_grade_{h}m", STRING),
         (f"max_dpd_{d}m", INT), (f"delinquent_months_{d}m", INT), ("overdue_amount", DOUBLE),
         ("payment_method", STRING), ("bad_debt", BOOLEAN),
         *[(c, STRING if c == "loyalty_band" else DOUBLE) for c in loyalty_columns(cfg.loyalty)],
         *doubles(*ELASTICITY_NUMBERS, *CLV_COLUMNS), ("elasticity_class", STRING),
-        *doubles(*[f"{c}_pct" for c in [*SCALED, *groups]]),
+        *[(c, STRING if "_class_" in c else DOUBLE)
+          for c in group_elasticity_columns(cfg.value.product_groups)],
+        *doubles(*[f"{c}_pct" for c in [*SCALED, *groups, *future_groups]]),
         *doubles("contribution_value", "contribution_value_pct", "contribution_money"),
     ]
 
