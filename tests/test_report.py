@@ -270,6 +270,13 @@ def test_render_without_run_log_metrics_or_previous_snapshot_is_stable():
     assert {(f, t): int(n) for f, t, n in CELL.findall(page) if n != "0"} == \
         {(f, t): n for f, t, n in data.migration}
     assert "5 accounts kept their tier, 1 moved up, 0 moved down" in page
+    assert "<td>stable</td><td>稳定</td>" in re.sub(r' class="[a-z]*"', "", page)
+    assert 'id="risk"' not in page and 'id="arpu"' not in page   # not configured: no section
+    data.arpu = [("high", 2), ("low", 5)]
+    data.risk = [("arrears", 3, 1), ("falling_arpu", 2, 2)]
+    page = render_html(data)
+    assert 'id="arpu"' in page and 'id="risk"' in page
+    assert "<td>arrears</td><td>3</td><td>1</td>" in re.sub(r' class="[a-z]*"', "", page)
 
 
 class _KeepOpen:

@@ -15,6 +15,9 @@ MetricRow = tuple[str, str, str, float]
 # The lifecycle stages (segments.tiers.lifecycle_stage), in funnel order (the report's).
 LIFECYCLE_STAGES = ("potential", "new", "growing", "stable", "fluctuating", "churn_risk",
                     "dormant")
+# The seed's names of the stages (seed 001: 潜在, 新, 成长, 稳定, 波动, 流失倾向, 历史/离网).
+LIFECYCLE_LABELS_ZH = dict(zip(LIFECYCLE_STAGES, ("潜在", "新", "成长", "稳定", "波动",
+                                                  "流失风险", "休眠/离网"), strict=True))
 
 TABLE_DESCRIPTIONS: dict[str, str] = {
     "features": "Per-account window features as of the snapshot month end (spec section 2).",

@@ -23,6 +23,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from cvm_spark.config import CvmConfig
+from cvm_spark.schemas.outputs import LIFECYCLE_LABELS_ZH
 from cvm_spark.serve.report_data import BACKTEST_METRICS, ReportData, collect_report_data
 from cvm_spark.serve.report_plots import (
     backtest_scopes,
@@ -250,8 +251,9 @@ def render_html(data: ReportData) -> str:
     parts += _kpi_html(data)
     parts += ["<h2 id=\"lifecycle\">Lifecycle funnel</h2>",
               _img(plot_lifecycle(data), "accounts per lifecycle stage"),
-              _table(["lifecycle stage", "accounts"],
-                     [[_e(s), f"{n:,}"] for s, n in data.lifecycle], "lifecycle")]
+              _table(["lifecycle stage", "阶段", "accounts"],
+                     [[_e(s), _e(LIFECYCLE_LABELS_ZH.get(s, "")), f"{n:,}"]
+                      for s, n in data.lifecycle], "lifecycle", left=2)]
     parts.append("<h2 id=\"rfm\">RFM heat map</h2>")
     if data.rfm:
         top = max(r for r, _, _, _ in data.rfm)
