@@ -38,6 +38,7 @@ from cvm_spark.config.loader import load_config, load_config_dict, parse_yaml
 from cvm_spark.config.loyalty import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
 from cvm_spark.config.root import CONFIG_VERSION, CvmConfig
 from cvm_spark.config.sources import (
+    GENERATOR_PROFILES,
     INPUT_FORMATS,
     GeneratorConfig,
     InputsConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "CONTRIBUTION_PARTS",
     "DAYS_PER_YEAR",
     "DEFAULT_FEATURES",
+    "GENERATOR_PROFILES",
     "INPUT_FORMATS",
     "LOCKS_DIR",
     "LOSSES",

@@ -14,6 +14,9 @@ from cvm_spark.schemas.inputs import INPUT_TABLES
 INPUT_FORMATS = ("parquet", "csv", "delta")
 # The product lines of monthly_product by default (validation.product_lines).
 PRODUCT_LINES = ("demand_deposit", "time_deposit", "loan", "wealth", "card", "fee_other")
+# The industries the synthetic data generator can imitate (generator.profile; the profiles
+# themselves are cvm_generate.profile.INDUSTRIES).
+GENERATOR_PROFILES = ("bank", "telecom")
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,9 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Synthetic bank data (see docs/generator.md)."""
+    """Synthetic bank or telecom data (see docs/generator.md)."""
 
+    profile: str = "bank"
     accounts: int = 20_000
     months: int = 24
     seed: int = 7
@@ -87,6 +91,8 @@ class GeneratorConfig:
     partitions: int = 0
 
     def __post_init__(self) -> None:
+        check(self.profile in GENERATOR_PROFILES,
+              f"profile must be one of {list(GENERATOR_PROFILES)}, got {self.profile!r}")
         check(self.accounts >= 10, f"accounts must be >= 10, got {self.accounts}")
         check(3 <= self.months <= 240, f"months must be in 3..240, got {self.months}")
         check(0 <= self.bad_row_share <= 0.1, "bad_row_share must be in 0..0.1")
