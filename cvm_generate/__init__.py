@@ -1,5 +1,6 @@
-"""cvm_generate: seeded synthetic bank data for cvm_spark (the six input tables of the data
-contract, with planted ground truth and every kind of bad row; docs/generator.md).
+"""cvm_generate: seeded synthetic data for cvm_spark, of a bank or a telecom operator
+(``generator.profile``): the seven input tables of the data contract, with planted ground
+truth and every kind of bad row (docs/generator.md).
 
 It sits beside ``cvm_spark`` in the same distribution but outside the job's ``--py-files``
 zip: the scoring job never needs it. ``cvm generate`` and ``cvm run --generate`` reach it
@@ -9,7 +10,15 @@ through ``cvm_spark.cli`` (the only module of ``cvm_spark`` that imports it), an
 """
 
 from cvm_generate.bank import generate_tables, write_sample, write_tables
-from cvm_generate.profile import PLANTED_GROUP, PLANTED_PATTERN
+from cvm_generate.profile import (
+    BAD_KINDS,
+    BAD_ROW_REASONS,
+    GROUPS,
+    INDUSTRIES,
+    PATTERNS,
+    PLANTED_GROUP,
+    PLANTED_PATTERN,
+)
 
-__all__ = ["PLANTED_GROUP", "PLANTED_PATTERN", "generate_tables", "write_sample",
-           "write_tables"]
+__all__ = ["BAD_KINDS", "BAD_ROW_REASONS", "GROUPS", "INDUSTRIES", "PATTERNS", "PLANTED_GROUP",
+           "PLANTED_PATTERN", "generate_tables", "write_sample", "write_tables"]

@@ -22,13 +22,8 @@ from cvm_generate.plan import Plan, bad_key, codegen_split, conform
 from cvm_generate.profile import (
     ACCOUNT_BAD_KINDS,
     ANCHORS,
-    CHANNEL_CAC,
-    CHANNEL_SHARES,
-    CHANNELS,
-    CUSTOMER_TYPES,
     ENTERPRISE_AT,
     ENTERPRISE_EVERY,
-    GROUP_PARAMS,
     GROUPS,
     PATTERN_RISK,
     PATTERN_SHARES,
@@ -40,6 +35,7 @@ from cvm_generate.profile import (
     RELATION_BAD_KINDS,
     RESPONSIVE_SHARE,
 )
+from cvm_generate.telecom import account_columns, with_tariff
 from cvm_spark.common.months import add_months
 
 log = logging.getLogger(__name__)
@@ -58,11 +54,13 @@ def account_base(spark: SparkSession, plan: Plan) -> DataFrame:
     h_d ticket/salary normals, dormant_for, closed_ago; h_e open offset, new-account offset,
     open day, close day; h_f acquisition-cost normal, cost known?, age; h_which (2 x 32 bits)
     employer, favourite; h_pair family pair; h_line<i> (3 x 21 bits) draw key, balance normal.
+    The telecom profile adds the tariff columns (:func:`cvm_generate.telecom.with_tariff`).
     """
     stage1 = _base_identity(spark, plan)
     stage2 = _base_behaviour(codegen_split(stage1, "base2"), plan)
     stage3 = _base_dates_and_lines(codegen_split(stage2, "base3"), plan)
-    return _base_balances(codegen_split(stage3, "base4"), plan)
+    base = _base_balances(codegen_split(stage3, "base4"), plan)
+    return with_tariff(base, plan) if plan.industry.tariffs else base
 
 
 def _h(name: str) -> Column:
@@ -73,7 +71,7 @@ def _h(name: str) -> Column:
 def _base_identity(spark: SparkSession, plan: Plan) -> DataFrame:
     """The account ids, hashes, customer type, group, pattern, region, channel, family,
     employer, frequent counterparty and responsiveness."""
-    rng, n = plan.rng, plan.accounts
+    rng, n, ind = plan.rng, plan.accounts, plan.industry
     n_lines = len(plan.lines)
     idc = F.col("id")
     partner = F.pmod(F.lit(plan.family_sum) - idc, F.lit(n))
@@ -100,21 +98,22 @@ def _base_identity(spark: SparkSession, plan: Plan) -> DataFrame:
     # Any account but this one: id + 1 + r (mod n) with r in [0, n - 2].
     favourite = F.pmod(idc + 1 + F.floor(uniform(_h("which"), 1, 2) * (n - 1)).cast("long"),
                        F.lit(n))
-    ind_shares = [GROUP_PARAMS[g].share_individual for g in GROUPS]
-    ent_shares = [GROUP_PARAMS[g].share_enterprise for g in GROUPS]
+    ind_shares = [ind.groups[g].share_individual for g in GROUPS]
+    ent_shares = [ind.groups[g].share_enterprise for g in GROUPS]
     pattern = F.when(idc < ANCHORS, F.lit("stable")).otherwise(
         pick_by_share(uniform(_h("a"), 1, 4), PATTERNS, [PATTERN_SHARES[p] for p in PATTERNS]))
     return hashed.select(
         "*",
         plan.good_id(idc).alias("account_id"),
         F.lpad((idc + 1).cast("string"), plan.id_width, "0").alias("digits"),
-        F.when(is_ent, F.lit(CUSTOMER_TYPES[1])).otherwise(F.lit(CUSTOMER_TYPES[0]))
+        F.when(is_ent, F.lit(ind.customer_types[1])).otherwise(F.lit(ind.customer_types[0]))
         .alias("customer_type"),
         F.when(is_ent, pick_by_share(uniform(_h("a"), 0, 4), GROUPS, ent_shares))
         .otherwise(pick_by_share(uniform(_h("a"), 0, 4), GROUPS, ind_shares)).alias("group"),
         pattern.alias("pattern"),
         pick_by_share(uniform(_h("a"), 2, 4), REGIONS, REGION_SHARES).alias("region"),
-        pick_by_share(uniform(_h("a"), 3, 4), CHANNELS, CHANNEL_SHARES).alias("channel"),
+        pick_by_share(uniform(_h("a"), 3, 4), ind.channels, ind.channel_shares)
+        .alias("channel"),
         F.when(is_family, partner_c).alias("family"),
         employer.alias("employer"),
         # Frequent counterparty: the family partner, else a favourite account for 15%.
@@ -128,9 +127,10 @@ def _base_behaviour(stage1: DataFrame, plan: Plan) -> DataFrame:
     growth rate, the number of product lines held and each line's sampling key."""
     idc, last, n_lines = F.col("id"), plan.last, len(plan.lines)
     group, pat = F.col("group"), F.col("pattern")
+    groups = plan.industry.groups
 
     def per_group(field: str) -> Column:
-        return per_key(group, {g: getattr(p, field) for g, p in GROUP_PARAMS.items()})
+        return per_key(group, {g: getattr(p, field) for g, p in groups.items()})
 
     # Months before the snapshot month: dormant accounts stop transacting `dormant_for`
     # months before the end, closed ones close `closed_ago` months before it.
@@ -151,8 +151,8 @@ def _base_behaviour(stage1: DataFrame, plan: Plan) -> DataFrame:
         if credit and i == credit[0]:
             key = F.when(idc < ANCHORS, F.lit(-1.0)).otherwise(key)  # anchors hold credit
         line_keys.append(key.alias(f"key{i}"))
-    fewest = per_key(group, {g: p.lines[0] for g, p in GROUP_PARAMS.items()})
-    most = per_key(group, {g: p.lines[1] for g, p in GROUP_PARAMS.items()})
+    fewest = per_key(group, {g: p.lines[0] for g, p in groups.items()})
+    most = per_key(group, {g: p.lines[1] for g, p in groups.items()})
     count = F.least(int_between(uniform(_h("b"), 3, 4), fewest, most), F.lit(n_lines))
     return stage1.select(
         "*",
@@ -238,8 +238,9 @@ def accounts_table(base: DataFrame, plan: Plan) -> DataFrame:
             .where(F.col("kind").isNotNull()))
     kind = F.col("kind")
     h_f = F.col("h_f")
-    is_ent = F.col("customer_type") == CUSTOMER_TYPES[1]
-    cac_median = per_key(F.col("channel"), dict(zip(CHANNELS, CHANNEL_CAC, strict=True)))
+    ind = plan.industry
+    is_ent = F.col("customer_type") == ind.customer_types[1]
+    cac_median = per_key(F.col("channel"), dict(zip(ind.channels, ind.channel_cac, strict=True)))
     cac = F.round(F.exp(normal_draw(h_f, 0, 1, 4) * 0.4) * cac_median, 2)
     # Old records and ~15% of the rest have no acquisition cost on file.
     cac_known = ((F.col("open_date") >= F.lit(datetime.date(2012, 1, 1)))
@@ -263,6 +264,7 @@ def accounts_table(base: DataFrame, plan: Plan) -> DataFrame:
                              - int_between(uniform(h_f, 3, 4), 18, 85)),
         "acquisition_channel": F.col("channel"),
         "acquisition_cost": F.when(cac_known, cac),
+        **(account_columns() if ind.tariffs else {}),
     }
     return conform(rows, "accounts", cols,
                     F.col("group").alias(PLANTED_GROUP), F.col("pattern").alias(PLANTED_PATTERN))

@@ -1,5 +1,6 @@
 """Account-months and the event and monthly tables built from them: ``transactions``,
-``monthly_product``, ``marketing`` and ``credit``.
+``monthly_product``, ``marketing`` and ``credit``, for either industry profile (the telecom
+profile's own credit columns come from :mod:`cvm_generate.telecom`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cvm_generate.profile import (
     RESPONSE_LIFT,
     TXN_BAD_KINDS,
 )
+from cvm_generate.telecom import billed_on_credit, credit_columns
 from cvm_spark.common.months import add_months
 from cvm_spark.schemas import inputs as schemas
 
@@ -130,14 +132,20 @@ def transactions_table(am: DataFrame, plan: Plan) -> DataFrame:
     # Salary: the first transaction of the month of an employed account comes from the employer.
     salary = F.col("employer").isNotNull() & (j == 1)
     has_fav = F.col("fav").isNotNull()
-    transfer = ~salary & (uniform(h1, 3, 4) < F.when(has_fav, F.lit(0.35)).otherwise(F.lit(0.15)))
+    ind = plan.industry
+    with_fav, without_fav = ind.transfer_share
+    transfer = ~salary & (uniform(h1, 3, 4) < F.when(has_fav, F.lit(with_fav))
+                          .otherwise(F.lit(without_fav)))
     other = F.pmod(idc + 1 + F.floor(uniform(rng.hash("txn.3", idc, m, j)) * (n_acc - 1))
                    .cast("long"), F.lit(n_acc))
     counterparty = (F.when(salary, F.col("employer"))
                     .when(transfer & has_fav & (uniform(h2, 1, 4) < 0.7), F.col("fav"))
                     .when(transfer, other))
-    direction = (F.when(salary | (uniform(h2, 0, 4) < 0.45), F.lit(plan.credit_label))
-                 .otherwise(F.lit(plan.debit_label)))
+    # Bank: 45 % of the other transactions are credits. Telecom: the employer's payments and
+    # the balance transfers are the credits, every recharge or bill payment a debit.
+    is_credit = (salary | (uniform(h2, 0, 4) < ind.credit_share) if ind.credit_share is not None
+                 else salary | transfer)
+    direction = F.when(is_credit, F.lit(plan.credit_label)).otherwise(F.lit(plan.debit_label))
     ticket = F.col("ticket") * F.sqrt(F.col("factor")) * F.exp(normal_draw(h2, 2, 3, 4) * 0.9)
     pay = F.col("salary") * F.exp(normal_draw(h2, 2, 3, 4, sine=True) * 0.03)
     amount = F.greatest(F.round(F.when(salary, pay).otherwise(ticket), 2), F.lit(0.01))
@@ -274,18 +282,45 @@ def marketing_table(am: DataFrame, plan: Plan) -> DataFrame:
 
 
 def credit_table(am: DataFrame, plan: Plan) -> DataFrame:
-    """One row per account-month holding a credit line (loan/card); bad rows in place.
+    """One row per account-month holding a credit line (bank: loan/card; telecom: voice or
+    device_instalment, postpaid subscribers only); bad rows in place."""
+    kinds = {k: i for i, k in enumerate(CREDIT_BAD_KINDS)}
+    tariffs = plan.industry.tariffs is not None
+    if not plan.credit_indexes:
+        names = schemas.CREDIT.columns if tariffs else schemas.CREDIT.required
+        return conform(am.where(F.lit(False)), "credit", {n: F.lit(None) for n in names})
+    rows = _credit_rows(am, plan, kinds)
+    dpd, kind, used = F.col("dpd"), F.col("kind"), F.col("used")
+    overdue = F.when(dpd > 0, F.round(used * F.least(dpd / 200.0 + 0.03, F.lit(1.0)), 2))
+    overdue = overdue.otherwise(F.lit(0.0))
+    month = F.col("month")
+    negative_dpd = kind == kinds["negative_days_past_due"]
+    cols = {
+        "account_id": bad_key(plan, kinds, F.col("account_id")),
+        "month": F.when(kind == kinds["month_not_start"], F.date_add(month, 14))
+        .when(kind == kinds["after_snapshot"], F.lit(add_months(plan.snapshot, 1)))
+        .otherwise(month),
+        "days_past_due": F.when(negative_dpd, -dpd - 1).otherwise(dpd),
+        "overdue_amount": F.when(kind == kinds["negative_overdue"], -overdue - 1.0)
+        .otherwise(overdue),
+        "credit_limit": F.col("limit"),
+        "utilisation": F.when(kind == kinds["inf_utilisation"], F.lit(float("inf")))
+        .otherwise(F.col("utilisation")),
+        **(credit_columns(plan, dpd, negative_dpd) if tariffs else {}),
+    }
+    return conform(rows, "credit", cols)
+
+
+def _credit_rows(am: DataFrame, plan: Plan, kinds: dict[str, int]) -> DataFrame:
+    """The account-months with a credit row: credit balance ``used``, ``limit``,
+    ``utilisation``, days past due ``dpd`` and the bad-row ``kind``.
 
     Hash slices of h_cr: stress, late?, bucket, days within the bucket.
     """
-    rng, last = plan.rng, plan.last
+    rng, last, ind = plan.rng, plan.last, plan.industry
     idc, m = F.col("id"), F.col("m")
-    kinds = {k: i for i, k in enumerate(CREDIT_BAD_KINDS)}
     credit = plan.credit_indexes
-    if not credit:
-        return conform(am.where(F.lit(False)), "credit",
-                        {name: F.lit(None) for name in schemas.CREDIT.columns})
-    # The same balances as the loan/card rows of monthly_product (same hash keys).
+    # The same balances as the credit lines' rows of monthly_product (same hash keys).
     used = sum((F.coalesce(_line_balance(F.col(f"bal{i}"), rng.hash("mp", idc, m, F.lit(i))),
                            F.lit(0.0)) for i in credit), F.lit(0.0))
     limit = sum((F.coalesce(F.col(f"bal{i}") * plan.profiles[i].limit_multiple, F.lit(0.0))
@@ -293,8 +328,12 @@ def credit_table(am: DataFrame, plan: Plan) -> DataFrame:
     holds = F.lit(False)
     for i in credit:
         holds = holds | F.col(f"bal{i}").isNotNull()
-    rows = codegen_split(am.where(holds), "credit1").select(
-        "*", used.alias("used"), F.greatest(F.round(limit, -2), F.lit(100.0)).alias("limit"),
+    rows = am.where(holds)
+    if ind.tariffs:
+        rows = rows.where(billed_on_credit())
+    rows = codegen_split(rows, "credit1").select(
+        "*", used.alias("used"),
+        F.greatest(F.round(limit, ind.limit_digits), F.lit(ind.min_limit)).alias("limit"),
         rng.hash("credit", idc, m).alias("h_cr"), *plan.kind_hash("bad.credit", idc, m))
     used, limit, h = F.col("used"), F.col("limit"), F.col("h_cr")
     risky = F.col("risky")
@@ -313,29 +352,5 @@ def credit_table(am: DataFrame, plan: Plan) -> DataFrame:
            .otherwise(int_between(within, 90, 179)))
     dpd = F.when(uniform(h, 1, 4) < p_late, dpd).otherwise(F.lit(0))
     kind = plan.row_kind(len(CREDIT_BAD_KINDS), m == last)
-    rows = codegen_split(rows.select("*", dpd.alias("dpd"), utilisation.alias("utilisation"),
-                              kind.alias("kind")), "credit2")
-    dpd, kind = F.col("dpd"), F.col("kind")
-    overdue = F.when(dpd > 0, F.round(used * F.least(dpd / 200.0 + 0.03, F.lit(1.0)), 2))
-    overdue = overdue.otherwise(F.lit(0.0))
-    month = F.col("month")
-    cols = {
-        "account_id": bad_key(plan, kinds, F.col("account_id")),
-        "month": F.when(kind == kinds["month_not_start"], F.date_add(month, 14))
-        .when(kind == kinds["after_snapshot"], F.lit(add_months(plan.snapshot, 1)))
-        .otherwise(month),
-        "days_past_due": F.when(kind == kinds["negative_days_past_due"], -dpd - 1)
-        .otherwise(dpd),
-        "overdue_amount": F.when(kind == kinds["negative_overdue"], -overdue - 1.0)
-        .otherwise(overdue),
-        "credit_limit": limit,
-        "utilisation": F.when(kind == kinds["inf_utilisation"], F.lit(float("inf")))
-        .otherwise(F.col("utilisation")),
-    }
-    return conform(rows, "credit", cols)
-
-
-
-
-
-
+    return codegen_split(rows.select("*", dpd.alias("dpd"), utilisation.alias("utilisation"),
+                                     kind.alias("kind")), "credit2")

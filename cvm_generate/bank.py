@@ -1,4 +1,5 @@
-"""Seeded synthetic bank data: the six input tables of the data contract, built on Spark.
+"""Seeded synthetic data of a bank or a telecom operator (``generator.profile``): the seven
+input tables of the data contract, built on Spark.
 
 Every value is a pure function of ``(generator.seed, ids, a per-use salt)``: uniforms come from
 bit slices of ``xxhash64`` and are shaped by inverse-CDF transforms (exponential, lognormal by
@@ -12,11 +13,13 @@ What is planted (value groups, lifecycle patterns, marketing response, delinquen
 frequent counterparties) and every bad-row kind with the reason code it should get are
 described in ``docs/generator.md``.
 
-The package, in the order a table is built: ``profile`` (what the bank looks like: groups,
-patterns, product lines, bad-row kinds), ``draws`` (random numbers from hashes), ``plan``
-(parameters derived once from the config), ``accounts`` (hidden per-account parameters,
+The package, in the order a table is built: ``profile`` (what the customers look like: the
+industry profiles with their groups, product lines and channels; the shared patterns and
+bad-row kinds), ``draws`` (random numbers from hashes), ``plan`` (parameters derived once from
+the config, the chosen profile included), ``accounts`` (hidden per-account parameters,
 ``accounts``, ``relations``), ``activity`` (account-months, ``transactions``,
-``monthly_product``, ``marketing``, ``credit``) and this module (the six tables, writing them).
+``monthly_product``, ``marketing``, ``credit``), ``telecom`` (the telecom profile's own
+columns), ``surveys`` and this module (the seven tables, writing them).
 """
 
 from __future__ import annotations
@@ -49,23 +52,26 @@ def generate_tables(spark: SparkSession, gen: GeneratorConfig, snapshot: datetim
 
     Args:
         spark: the active session.
-        gen: size, seed, bad-row share, transaction rate and partition count.
+        gen: industry profile, size, seed, bad-row share, transaction rate and partition
+            count.
         snapshot: any day of the snapshot month (the month is what counts).
         validation: product lines, directions, relation types and ``data_start`` the good rows
             respect (and the bad rows break).
 
     Returns:
         ``{table name: DataFrame}``; each has exactly the contract columns and types of
-        ``schemas.INPUT_TABLES[name]`` in order, and ``accounts`` additionally carries
-        ``planted_group`` and ``planted_pattern``. The frames are lazy: nothing runs until
+        ``schemas.INPUT_TABLES[name]`` in order (the optional columns only where the profile
+        writes them: telecom ``accounts`` and ``credit``), and ``accounts`` additionally
+        carries ``planted_group`` and ``planted_pattern``. The frames are lazy: nothing runs until
         they are written or counted.
 
     Raises:
         ValueError: the snapshot month is before ``validation.data_start``.
     """
     plan = Plan.build(gen, snapshot, validation)
-    log.info("generating %d accounts x %d months to %s (seed %d, bad share %g, %d partitions)",
-             plan.accounts, plan.months, plan.snapshot, gen.seed, plan.share, plan.partitions)
+    log.info("generating %d accounts (%s profile) x %d months to %s (seed %d, bad share %g, "
+             "%d partitions)", plan.accounts, plan.industry.name, plan.months, plan.snapshot,
+             gen.seed, plan.share, plan.partitions)
     base = account_base(spark, plan)
     am = account_months(base, plan)
     return {

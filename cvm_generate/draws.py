@@ -72,7 +72,7 @@ def pick_by_share(u: Column, values: Sequence[str], shares: Sequence[float]) -> 
     return last if out is None else out.otherwise(last)
 
 
-def per_key(key: Column, mapping: dict[str, float | int]) -> Column:
+def per_key(key: Column, mapping: dict[str, float | int | str]) -> Column:
     """Look a per-category constant up (CASE over the category column)."""
     out = None
     for name, value in mapping.items():

@@ -1,6 +1,6 @@
-"""The generation plan: every parameter derived once from the config and the snapshot (sizes,
-month indexes, product lines, bad-row counts, id formats), and the helpers that plant bad
-keys and cut long generated methods.
+"""The generation plan: every parameter derived once from the config and the snapshot (the
+industry profile, sizes, month indexes, product lines, bad-row counts, id formats), and the
+helpers that plant bad keys and cut long generated methods.
 """
 
 from __future__ import annotations
@@ -13,14 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_generate.draws import Rng, not_in, uniform, unknown_prefix
-from cvm_generate.profile import (
-    DEFAULT_LINE,
-    ENTERPRISE_AT,
-    ENTERPRISE_EVERY,
-    GROUP_PARAMS,
-    LINE_PROFILES,
-    Line,
-)
+from cvm_generate.profile import ENTERPRISE_AT, ENTERPRISE_EVERY, INDUSTRIES, Industry, Line
 from cvm_spark.common.months import add_months, months_between
 from cvm_spark.config import GeneratorConfig, ValidationConfig
 from cvm_spark.schemas import inputs as schemas
@@ -38,6 +31,7 @@ class Plan:
     """Everything the column builders need, computed on the driver from the config."""
 
     rng: Rng
+    industry: Industry  # generator.profile: the bank's or the telecom operator's constants
     accounts: int
     months: int  # generated months ending at the snapshot month
     partitions: int
@@ -75,9 +69,16 @@ class Plan:
                         "generating %d months", gen.months, start, months)
         lines = tuple(validation.product_lines)
         directions, relations = validation.directions, validation.relations
+        industry = INDUSTRIES[gen.profile]
+        missing = [name for name in lines if name not in industry.lines]
+        if missing:
+            log.warning("the %s profile has no economics for product line(s) %s of "
+                        "validation.product_lines; they use its default line (known: %s)",
+                        industry.name, missing, sorted(industry.lines))
         n = gen.accounts
         return cls(
             rng=Rng(gen.seed),
+            industry=industry,
             accounts=n,
             months=months,
             partitions=gen.partitions or max(2, n // 50_000),
@@ -88,7 +89,7 @@ class Plan:
             txn_per_month=gen.txn_per_month,
             id_width=max(7, len(str(3 * n + 1))),
             lines=lines,
-            profiles=tuple(LINE_PROFILES.get(name, DEFAULT_LINE) for name in lines),
+            profiles=tuple(industry.line(name) for name in lines),
             credit_label="credit" if "credit" in directions else directions[0],
             debit_label="debit" if "debit" in directions else directions[-1],
             family_label="family" if "family" in relations else None,
@@ -114,7 +115,7 @@ class Plan:
 
     @property
     def max_held(self) -> int:
-        return min(len(self.lines), max(g.lines[1] for g in GROUP_PARAMS.values()))
+        return min(len(self.lines), max(g.lines[1] for g in self.industry.groups.values()))
 
     def account_id(self, number: Column) -> Column:
         """``A`` + zero-padded account number (good accounts are numbered 1..accounts)."""

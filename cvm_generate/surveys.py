@@ -13,8 +13,6 @@ from cvm_generate.plan import Plan, bad_key, conform
 from cvm_generate.profile import (
     ANCHORS,
     SURVEY_BAD_KINDS,
-    SURVEY_CHANNEL_SHARES,
-    SURVEY_CHANNELS,
     SURVEY_CSAT,
     SURVEY_RATE,
 )
@@ -55,6 +53,7 @@ def surveys_table(am: DataFrame, plan: Plan) -> DataFrame:
         "recommend": F.when(kind == kinds["recommend_out_of_range"], F.lit(11))
         .when(kind == kinds["no_answer"], F.lit(None))
         .when((which >= 0.8) & (which < 0.9), F.lit(None)).otherwise(recommend),
-        "channel": pick_by_share(uniform(h, 2, 4), SURVEY_CHANNELS, SURVEY_CHANNEL_SHARES),
+        "channel": pick_by_share(uniform(h, 2, 4), plan.industry.survey_channels,
+                                 plan.industry.survey_channel_shares),
     }
     return conform(rows, "surveys", cols)

@@ -137,6 +137,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     if args.snapshot:
         out["snapshot_month"] = args.snapshot
     for flag, key in (("accounts", "generator.accounts"), ("months", "generator.months"),
+                      ("generator_profile", "generator.profile"),
                       ("out", "inputs.root"), ("format", "inputs.format")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -201,9 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print_driver_class_path()
         return 0
-    if args.command == "run" and args.accounts is not None and not args.generate:
-        print("cvm: --accounts only applies with --generate", file=sys.stderr)
-        return 2
+    if args.command == "run" and not args.generate:
+        for flag, value in (("--accounts", args.accounts),
+                            ("--generate-profile", args.generator_profile)):
+            if value is not None:
+                print(f"cvm: {flag} only applies with --generate", file=sys.stderr)
+                return 2
     return _with_spark(args, cfg, key)
 
 
@@ -286,8 +290,8 @@ def _generate_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmCon
     from cvm_generate import write_sample
 
     paths = write_sample(spark, cfg)
-    print(f"generated {cfg.generator.accounts:,} accounts x {cfg.generator.months} "
-          f"months ending {cfg.snapshot_month} in {clock.seconds():.0f}s:")
+    print(f"generated {cfg.generator.accounts:,} accounts ({cfg.generator.profile} profile) x "
+          f"{cfg.generator.months} months ending {cfg.snapshot_month} in {clock.seconds():.0f}s:")
     for name, path in paths.items():
         print(f"  {name:<16}{path}")
     return 0

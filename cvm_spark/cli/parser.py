@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from cvm_spark.config import GENERATOR_PROFILES
 from cvm_spark.pipeline.summary import STEP_NAMES
 
 DEFAULT_CONFIG = "conf/cvm.yaml"
@@ -48,6 +49,10 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     _spark_args(p)
     p.add_argument("--accounts", type=int, help="number of accounts (generator.accounts)")
     p.add_argument("--months", type=int, help="months of history (generator.months)")
+    # dest generator_profile: `args.profile` is the run's Spark profiling folder
+    p.add_argument("--profile", dest="generator_profile", metavar="NAME",
+                   help="industry to imitate (generator.profile): "
+                        f"{' | '.join(GENERATOR_PROFILES)}")
     p.add_argument("--out", help="output folder (inputs.root)")
     p.add_argument("--format", choices=["parquet", "csv", "delta"], help="inputs.format")
 
@@ -59,6 +64,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generate", action="store_true",
                    help="generate the synthetic sample into inputs.root first")
     p.add_argument("--accounts", type=int, help="with --generate: number of accounts")
+    # not --profile, which is the Spark profiling folder below
+    p.add_argument("--generate-profile", dest="generator_profile", metavar="NAME",
+                   help="with --generate: industry to imitate (generator.profile): "
+                        f"{' | '.join(GENERATOR_PROFILES)}")
     p.add_argument("--run-id", help="run identifier (default: snapshot + config fingerprint)")
     p.add_argument("--until", choices=STEP_NAMES, default=STEP_NAMES[-1],
                    help="the last step to run (default: all); a partial run writes the tables "

@@ -50,6 +50,7 @@ from cvm_spark.config.segments import (
     TiersConfig,
 )
 from cvm_spark.config.sources import (
+    GENERATOR_PROFILES,
     INPUT_FORMATS,
     GeneratorConfig,
     InputsConfig,
@@ -85,6 +86,7 @@ __all__ = [
     "CONTRIBUTION_PARTS",
     "DAYS_PER_YEAR",
     "DEFAULT_FEATURES",
+    "GENERATOR_PROFILES",
     "INPUT_FORMATS",
     "LOCKS_DIR",
     "LOSSES",
