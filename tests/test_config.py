@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,24 @@ def test_rule_columns_are_checked_from_the_config_alone(base_config, telecom_con
     with pytest.raises(ValueError, match=r"risk_customers.reasons refer to unknown column\(s\) "
                                          r"\['payment_methd'\]"):
         check_rules(cfg)
+
+
+def test_version_prints_code_spark_and_delta_without_a_session(monkeypatch, capsys):
+    import pyspark
+
+    from cvm_spark.cli import main
+    from cvm_spark.common import session
+
+    def no_spark(*_args, **_kwargs):
+        raise AssertionError("--version must not start Spark")
+
+    monkeypatch.setattr(session, "build_spark", no_spark)
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"cvm_spark \d+\.\d+\.\d+( \(git [0-9a-f]{40}(-dirty)?\))?", lines[0])
+    assert lines[1] == f"Spark {pyspark.__version__} (pyspark)"
+    minor = ".".join(pyspark.__version__.split(".")[:2])
+    assert re.fullmatch(rf"Delta (\S+) \(io\.delta:delta-spark_{re.escape(minor)}_2\.13:\1\)",
+                        lines[2])

@@ -27,10 +27,39 @@ def _spark_args(parser: argparse.ArgumentParser) -> None:
                         help="Spark master URL; default: spark-submit's, else local[*]")
 
 
+def version_text() -> str:
+    """``cvm --version``: the code (package version and git commit when known), the pyspark
+    and delta-spark versions and the Delta jar they resolve (no Spark session)."""
+    import pyspark
+
+    from cvm_spark.common.session import delta_maven_coordinates
+    from cvm_spark.pipeline.run_log import detect_code_version
+
+    code = detect_code_version()
+    commit = f" (git {code.git_commit})" if code.git_commit else ""
+    delta = delta_maven_coordinates()
+    return (f"cvm_spark {code.package}{commit}\n"
+            f"Spark {pyspark.__version__} (pyspark)\n"
+            f"Delta {delta.rsplit(':', 1)[-1]} ({delta})")
+
+
+class _Version(argparse.Action):
+    """Print :func:`version_text` and exit (computed only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the code, Spark and Delta versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cvm`` parser: one sub-parser per subcommand (``_<command>_parser``)."""
     parser = argparse.ArgumentParser(prog="cvm", description="Customer value model on Spark.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_validate_config_parser, _generate_parser, _run_parser, _report_parser,
                 _thrift_parser, _package_parser, _submit_parser):
