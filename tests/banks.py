@@ -57,3 +57,17 @@ def config_file(cfg: Any, path: Path) -> Path:
 
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
     return path
+
+
+class KeepOpen:
+    """The test session, with stop() made harmless for ``cli.main`` (patch ``cli._session``
+    to return it)."""
+
+    def __init__(self, spark: Any) -> None:
+        self._spark = spark
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spark, name)
+
+    def stop(self) -> None:
+        pass

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from banks import KeepOpen
 from pyspark.sql import functions as F
 
 from cvm_spark import __version__
@@ -279,24 +280,11 @@ def test_render_without_run_log_metrics_or_previous_snapshot_is_stable():
     assert "<td>arrears</td><td>3</td><td>1</td>" in re.sub(r' class="[a-z]*"', "", page)
 
 
-class _KeepOpen:
-    """The test session, with stop() made harmless for cli.main."""
-
-    def __init__(self, spark) -> None:
-        self._spark = spark
-
-    def __getattr__(self, name):
-        return getattr(self._spark, name)
-
-    def stop(self) -> None:
-        pass
-
-
 @pytest.mark.e2e
 def test_cli_report(spark, two_snapshots, tmp_path, monkeypatch, capsys):
     from cvm_spark import cli
 
-    monkeypatch.setattr(cli, "_session", lambda *a, **k: _KeepOpen(spark))
+    monkeypatch.setattr(cli, "_session", lambda *a, **k: KeepOpen(spark))
     out = tmp_path / "r.html"
     common = ["--config", str(Path(__file__).parents[1] / "conf" / "cvm.yaml"),
               "--set", f"output.warehouse={two_snapshots.cfg.output.warehouse}",

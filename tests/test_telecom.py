@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from banks import KeepOpen
 from pyspark.sql import functions as F
 
 from cvm_spark.storage.delta import table_path
@@ -19,19 +20,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "telecom.yaml"
-
-
-class _KeepOpen:
-    """The test session, with stop() made harmless for cli.main."""
-
-    def __init__(self, spark) -> None:
-        self._spark = spark
-
-    def __getattr__(self, name):
-        return getattr(self._spark, name)
-
-    def stop(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +38,7 @@ def operator(spark, tmp_path_factory):
         argv += ["--set", f"{key}={value}"]
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
-        mp.setattr(cli, "_session", lambda *a, **k: _KeepOpen(spark))
+        mp.setattr(cli, "_session", lambda *a, **k: KeepOpen(spark))
         code = cli.main(argv)
     assert code == 0, out.getvalue()
     cfg = load_config(CONF, {k: str(v) if isinstance(v, Path) else v for k, v in sets.items()})

@@ -200,8 +200,8 @@ def check_rules(cfg: CvmConfig) -> None:
     scores = [*_base_columns(cfg), *table_columns("value_scores", cfg), "segment"]
     staged = [*scores, "abc_class", "value_level", "credit_grade_used", "relative_trend",
               "arpu_class", "tier", "lifecycle_stage"]
-    check_rule_columns(cfg.tiers, staged, ("risk_customers",))
-    check_rule_columns(cfg.tiers, [*staged, *TIER_COLUMNS], ("campaigns",))
+    check_rule_columns(cfg.tiers, staged, "risk_customers")
+    check_rule_columns(cfg.tiers, [*staged, *TIER_COLUMNS], "campaigns")
 
 
 def _window_columns(cfg: CvmConfig) -> tuple[str, str, str]:

@@ -168,25 +168,18 @@ def risk_reasons(cfg: TiersConfig) -> Column:
     return F.when(joined != "", joined)
 
 
-def check_rule_columns(cfg: TiersConfig, columns: list[str],
-                       rules: tuple[str, ...] = ("campaigns", "risk_customers")) -> None:
-    """Every column a campaign or risk-reason condition names must be one of ``columns``.
-
-    Args:
-        rules: which conditions to check: ``campaigns`` and/or ``risk_customers``.
+def check_rule_columns(cfg: TiersConfig, columns: list[str], rules: str) -> None:
+    """Every column the conditions of ``rules`` (``campaigns`` or ``risk_customers``) name
+    must be one of ``columns``.
 
     Raises:
         ValueError: naming the unknown columns and where they are used.
     """
-    used = {"tiers.campaigns": {c.column for r in cfg.campaigns for c in r.conditions},
-            "tiers.risk_customers.reasons": {c.column for r in cfg.risk_customers.reasons
-                                             for c in r.conditions}}
-    for where, names in used.items():
-        if where.split(".")[1] not in rules:
-            continue
-        missing = sorted(names - set(columns))
-        if missing:
-            raise ValueError(f"{where} refer to unknown column(s) {missing}")
+    where, named = (("tiers.campaigns", cfg.campaigns) if rules == "campaigns"
+                    else ("tiers.risk_customers.reasons", cfg.risk_customers.reasons))
+    missing = sorted({c.column for r in named for c in r.conditions} - set(columns))
+    if missing:
+        raise ValueError(f"{where} refer to unknown column(s) {missing}")
 
 
 TIER_COLUMNS = [
@@ -242,7 +235,7 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
     tier = F.coalesce(*[F.when(_rule_match(r), F.lit(r.name)) for r in rules])
     staged = base.select("*", tier.alias("tier"),
                          lifecycle_stage(cfg, trend_col, volatility_col).alias("lifecycle_stage"))
-    check_rule_columns(cfg, staged.columns, ("risk_customers",))
+    check_rule_columns(cfg, staged.columns, "risk_customers")
     staged = staged.select("*", risk_reasons(cfg).alias("risk_reasons"))
     at_risk = F.col("risk_reasons").isNotNull()
     facts = F.format_string("value %s (p%.1f), loyalty %s, credit %s", F.col("value_level"),
@@ -322,7 +315,7 @@ def campaign_targets(scores: DataFrame, cfg: TiersConfig) -> DataFrame:
     All campaigns are evaluated in one pass: an array of matching (campaign, reason) structs
     per account, exploded.
     """
-    check_rule_columns(cfg, scores.columns, ("campaigns",))
+    check_rule_columns(cfg, scores.columns, "campaigns")
     if not cfg.campaigns:
         return scores.select(SNAPSHOT_MONTH, ACCOUNT_ID, F.lit(None).cast("string")
                              .alias("campaign"), F.lit(None).cast("string").alias("reason")
