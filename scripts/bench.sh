@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh bench
-PY=${PYTHON:-python3}
+. scripts/env.sh
 exec "$PY" scripts/bench.py "$@"

@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m cvm_spark run --config conf/cvm.yaml --generate --master 'local[*]' "$@"
+. scripts/env.sh
+exec "$PY" -m cvm_spark run --config conf/cvm.yaml --generate --master 'local[*]' "$@"

@@ -12,4 +12,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # `python -m` from the checkout root imports this checkout's cvm_spark, installed or not.
-exec "${PYTHON:-python3}" -m cvm_spark submit "$@"
+. scripts/env.sh
+exec "$PY" -m cvm_spark submit "$@"

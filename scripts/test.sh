@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-PY=${PYTHON:-python3}
+. scripts/env.sh
 "$PY" -m ruff check cvm_spark cvm_generate jobs tests scripts
 if [[ "${1:-}" == "--fast" ]]; then
   # the unit tier: no pipeline run, no cluster, no Thrift server (docs/architecture.md)

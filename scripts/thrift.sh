@@ -17,7 +17,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-PY=${PYTHON:-python3}
+. scripts/env.sh
 RUN_DIR=${CVM_THRIFT_DIR:-$ROOT/run/thrift}
 PID_FILE=$RUN_DIR/thrift.pid
 LOG_FILE=$RUN_DIR/thrift.log

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory, session_logs: SessionLogs):
     from cvm_spark.common.session import SPARK_LOG_ENV, build_spark
     from cvm_spark.pipeline.profiling import profile_conf
 
-    os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYTHON", "python3"))
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the project venv's Python
     # Spark's own log (cvm_spark/log4j2.properties) goes to the session's file
     os.environ[SPARK_LOG_ENV] = str(session_logs.spark_log)
     session_logs.event_log_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,7 @@ class SnapshotRuns:
         if not self._generated and month != self.cfg.snapshot_month:
             self.run(self.cfg.snapshot_month)
         n = sum(len(v) for v in self.runs.values())
-        started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(minutes=n)
+        started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc) + timedelta(minutes=n)
 
         def run():
             return run_snapshot(self.spark, self.cfg.with_snapshot(month),

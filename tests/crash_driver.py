@@ -28,11 +28,11 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 SLOW_SECONDS = 600
-STARTED_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+STARTED_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 INJECTED = "injected task failure"
 
 

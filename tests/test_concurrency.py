@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -72,7 +72,7 @@ def _plant(output: OutputConfig, holder: LockHolder | bytes, snapshot: date = DE
 
 
 def test_lock_is_taken_and_released_outside_the_tables(output):
-    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     path = Path(lock_path(output, DEC))
     assert path == Path(output.warehouse).resolve() / "_locks" / "cvm_lock" / \
         "snapshot_month=2024-12-01.lock"

@@ -91,6 +91,26 @@ def test_rule_columns_are_checked_from_the_config_alone(base_config, telecom_con
         check_rules(cfg)
 
 
+def test_run_ends_with_the_report_and_a_first_query(tmp_path):
+    from cvm_spark.cli import closing_lines
+
+    cfg = load_config(CONF, {"snapshot_month": "2024-06"})
+    tables = {"features": "/wh/cvm/features", "rfm": "/wh/cvm/rfm",
+              "tier_summary": "/wh/cvm/tier_summary"}
+    text = closing_lines(cfg, tables, tmp_path / "r.html", 42.4)
+    lines = text.splitlines()
+    assert lines[1:3] == ["done in 42s", f"report:      {tmp_path / 'r.html'}"]
+    assert lines[3] == ("start with:  select tier, sum(accounts) as accounts, "
+                        "round(sum(total_contribution_value)) as contribution from "
+                        "cvm.tier_summary where snapshot_month = date '2024-06-01' "
+                        "group by tier order by contribution desc")
+    # a run stopped early (--until rfm) and without --report
+    text = closing_lines(cfg, {"features": "f", "rfm": "r"}, None, 3.0)
+    assert "report:      not written; cvm report --snapshot 2024-06 writes it" in text
+    assert "start with:  select * from cvm.rfm where snapshot_month = date '2024-06-01' " \
+        "limit 20" in text
+
+
 def test_version_prints_code_spark_and_delta_without_a_session(monkeypatch, capsys):
     import pyspark
 

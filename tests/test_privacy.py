@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -353,7 +353,7 @@ def pseudonymised(spark, e2e_config, e2e_summary, tmp_path_factory):
     key = PseudonymKey(SECRET.encode(), "test")
     with LogLines().capture() as logs:
         summary = run_snapshot(spark, cfg, pseudonym_key=key,
-                               started_at=datetime(2025, 1, 1, tzinfo=UTC),
+                               started_at=datetime(2025, 1, 1, tzinfo=timezone.utc),
                                score_models=_stand_in_model)
         report = write_report(spark, cfg, root / "report.html").read_text(encoding="utf-8")
     text = "\n".join([*logs.lines, summary.render()])

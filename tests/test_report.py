@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -133,7 +133,7 @@ def test_rerun_appends_to_the_run_log_and_keeps_other_snapshots(spark, base_conf
     output = replace(base_config.output, warehouse=str(tmp_path / "wh"), database="cvm_rl")
     dec = replace(base_config, output=output).with_snapshot("2024-12")
     nov = dec.with_snapshot("2024-11")
-    t0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+    t0 = datetime(2025, 1, 1, 8, 0, tzinfo=timezone.utc)
     assert write_run_log(spark, dec, _fake_summary("r1", "2024-12"), started_at=t0) == 3
     write_run_log(spark, nov, _fake_summary("n1", "2024-11"))
     write_run_log(spark, dec, _fake_summary("r2", "2024-12"),

@@ -3,6 +3,8 @@ driver's log file, and the work area where intermediate results are materialised
 
 from __future__ import annotations
 
+import os
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -106,3 +108,54 @@ def test_the_work_area_materialises_and_is_removed_after_the_run(spark, tmp_path
         with pytest.raises(ValueError, match="plain lower-case name"):
             work.path("../escape")
     assert not month.exists()
+
+
+def _child_stderr(log_file, lines):
+    """Lines written to standard error by a child started inside the filter, as the driver
+    JVM is: (what reached the console's fd, what the log file got)."""
+    from cvm_spark.common.console import jvm_stderr_filtered
+
+    with jvm_stderr_filtered(log_file) as chatter:
+        subprocess.run(["bash", "-c", 'printf "%s\\n" "$@" >&2', "_", *lines], check=True)
+    chatter.thread.join(10)
+    assert not chatter.thread.is_alive()  # the child exited: the filter drained and stopped
+    return log_file.read_text()
+
+
+def test_jvm_chatter_goes_to_the_log_file_and_problems_to_the_console(tmp_path, capfd):
+    lines = ["WARNING: Using incubator modules: jdk.incubator.vector",
+             ":: loading settings :: url = jar:file:/x/ivysettings.xml",
+             "Ivy Default Cache set to: /root/.ivy2.5.2/cache",
+             "io.delta#delta-spark_4.1_2.13 added as a dependency",
+             "\tfound io.delta#delta-storage;4.4.0 in central",
+             "\t0 artifacts copied, 33 already retrieved (0kB/16ms)",
+             'Setting default log level to "WARN".',
+             "26/12/07 14:00:00 WARN TaskSetManager: Lost task 0.0 in stage 1.0",
+             "java.lang.OutOfMemoryError: Java heap space"]
+    logged = _child_stderr(tmp_path / "logs" / "spark.log", lines)
+    assert logged.splitlines() == lines  # the whole of it in the file
+    assert capfd.readouterr().err.splitlines() == lines[-2:]  # the problems on the console
+
+
+def test_a_failed_jar_resolution_reaches_the_console(tmp_path, capfd):
+    lines = [":: resolving dependencies :: org.apache.spark#spark-submit-parent-1;1.0",
+             "\tconfs: [default]",
+             "\t:: UNRESOLVED DEPENDENCIES ::",
+             "\t:: io.delta#delta-spark_4.1_2.13;4.4.0: not found",
+             'Exception in thread "main" java.lang.RuntimeException: [unresolved dependency]']
+    _child_stderr(tmp_path / "spark.log", lines)
+    assert capfd.readouterr().err.splitlines() == lines[2:]
+
+
+def test_local_python_workers_run_the_drivers_interpreter(spark, monkeypatch):
+    """A venv's cvm, not activated: workers must not fall back to the python3 on PATH."""
+    import sys
+
+    from cvm_spark.common.session import build_spark
+
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    assert build_spark("cvm-tests", master="local[2]") is spark
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    monkeypatch.setenv("PYSPARK_PYTHON", "/opt/python/bin/python3")  # the user's choice wins
+    build_spark("cvm-tests", master="local[2]")
+    assert os.environ["PYSPARK_PYTHON"] == "/opt/python/bin/python3"

@@ -122,3 +122,69 @@ def test_every_subcommand_has_help(command):
     out = subprocess.run([sys.executable, "-m", "cvm_spark", command, "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.startswith("usage: cvm ") and "--help" in out
+
+
+def test_project_dependencies_without_tomllib(monkeypatch):
+    """On Python 3.10 (no tomllib) the dependencies array is read by its quoted strings."""
+    from cvm_spark.serve.submit import project_dependencies
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    with_tomllib = project_dependencies(text)
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib now fails
+    assert project_dependencies(text) == with_tomllib
+    assert "pyspark==4.1.1" in with_tomllib and "matplotlib>=3.8" in with_tomllib
+
+
+def _cached_delta_jars(tmp_path, monkeypatch):
+    """A jar cache (``$CVM_JARS_CACHE``) recording two local jar files for the Delta
+    coordinates, as a first start leaves it."""
+    from cvm_spark.common.session import JARS_CACHE_ENV
+
+    jars = []
+    for name in ("io.delta_delta-spark_4.1_2.13-4.4.0.jar", "io.delta_delta-storage-4.4.0.jar"):
+        jars.append(tmp_path / "ivy" / name)
+        jars[-1].parent.mkdir(exist_ok=True)
+        jars[-1].write_bytes(b"PK" + name.encode())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / (delta_maven_coordinates().replace(":", "_") + ".txt")).write_text(
+        "".join(f"{j}\n" for j in jars))
+    monkeypatch.setenv(JARS_CACHE_ENV, str(cache))
+    return jars
+
+
+def test_package_bundles_the_delta_jars_for_an_offline_cluster(tmp_path, monkeypatch):
+    jars = _cached_delta_jars(tmp_path, monkeypatch)
+    dist = build_dist(tmp_path / "dist", ROOT / "conf" / "cvm.yaml", with_jars=True)
+    assert [j.name for j in dist.jars] == sorted(j.name for j in jars)
+    assert all(j.read_bytes() == (tmp_path / "ivy" / j.name).read_bytes() for j in dist.jars)
+    assert find_dist(tmp_path / "dist").jars == dist.jars
+    cmd = spark_submit_command(dist, ["run"], ROOT / "conf" / "cvm.yaml")
+    assert cmd[cmd.index("--jars") + 1] == ",".join(str(j) for j in dist.jars)
+    assert "--packages" not in cmd  # nothing for Ivy to resolve
+    cmd = spark_submit_command(dist, ["run"], ROOT / "conf" / "cvm.yaml", packages="org.x:y:1")
+    assert cmd[cmd.index("--packages") + 1] == "org.x:y:1" and "--jars" in cmd
+    # packaging again without --jars removes them: the folder never holds stale jars
+    assert build_dist(tmp_path / "dist", ROOT / "conf" / "cvm.yaml").jars == ()
+    assert not (tmp_path / "dist" / "jars").exists()
+    cmd = spark_submit_command(find_dist(tmp_path / "dist"), ["run"], ROOT / "conf" / "cvm.yaml")
+    assert cmd[cmd.index("--packages") + 1] == delta_maven_coordinates()
+
+
+def test_package_jars_without_a_cache_or_maven_central_is_a_clear_error(tmp_path, monkeypatch,
+                                                                      capsys):
+    from cvm_spark.common.session import JARS_CACHE_ENV, DeltaJarsError
+    from cvm_spark.serve import submit
+
+    monkeypatch.setenv(JARS_CACHE_ENV, str(tmp_path / "empty-cache"))
+
+    def offline(*_args, **_kwargs):
+        raise DeltaJarsError("Spark did not start while the Delta jars were to be resolved "
+                             "from Maven Central")
+
+    monkeypatch.setattr(submit, "build_spark", offline)
+    code = main(["package", "--jars", "--dist", str(tmp_path / "dist"),
+                 "--config", str(ROOT / "conf" / "cvm.yaml")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cvm package: cannot bundle the Delta jars: Spark did not start" in err

@@ -51,7 +51,9 @@ def _table(spark, cfg, name):
 
 
 def test_the_run_prints_its_summary(operator):
-    _, printed, _ = operator
+    _, printed, report = operator
+    assert f"report:      {report.resolve()}" in printed  # cvm run ends with the report
+    assert "start with:  select tier, sum(accounts)" in printed
     assert "accounts scored:" in printed
     assert re.search(r"Important value\s+[\d,]+", printed)
     assert "company KPIs (kpi_summary" in printed

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,7 +87,8 @@ def _submit(args: argparse.Namespace, spark_args: list[str], job_args: list[str]
         elif not token.startswith("--config="):
             kept.append(token)
     try:
-        dist = find_dist(args.dist) if args.no_package else build_dist(args.dist, job.config)
+        dist = (find_dist(args.dist) if args.no_package
+                else build_dist(args.dist, job.config, with_jars=args.bundle_jars))
     except PackagingError as exc:
         print(f"cvm submit: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +111,7 @@ def _package(args: argparse.Namespace) -> int:
     from cvm_spark.serve.submit import PackagingError, build_dist
 
     try:
-        dist = build_dist(args.dist, args.config)
+        dist = build_dist(args.dist, args.config, with_jars=args.bundle_jars)
     except PackagingError as exc:
         print(f"cvm package: {exc}", file=sys.stderr)
         return 2
@@ -119,6 +120,8 @@ def _package(args: argparse.Namespace) -> int:
                         ("--files", dist.config_path), ("driver deps", dist.requirements_path),
                         ("generator", dist.generator_zip)):
         print(f"  {label:<12}{path}")
+    if dist.jars:
+        print(f"  {'--jars':<12}{dist.root / 'jars'} ({len(dist.jars)} files)")
     return 0
 
 
@@ -229,7 +232,7 @@ def _with_spark(args: argparse.Namespace, cfg: CvmConfig, key: PseudonymKey | No
     from cvm_spark.storage.locking import SnapshotLockedError
     from cvm_spark.storage.privacy import WarehouseModeError
 
-    clock = _Clock(time.monotonic(), datetime.now(UTC))
+    clock = _Clock(time.monotonic(), datetime.now(timezone.utc))
     extra = None
     if args.command == "thrift":
         from cvm_spark.serve.thrift import thrift_conf
@@ -323,12 +326,33 @@ def _run_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmConfig,
     print(summary.render())
     if getattr(args, "profile", None):
         print("\n" + _profile(spark, summary))
+    report = None
     if args.report is not None:
-        path = write_report(spark, cfg, args.report or None)
-        print(f"\nreport written to {path}")
-    print(f"\ntotal {clock.seconds():.0f}s; query with "
-          f"spark.sql('select * from {cfg.output.database}.rfm')")
+        report = write_report(spark, cfg, args.report or None)
+    print(closing_lines(cfg, summary.tables, report, clock.seconds()))
     return 0
+
+
+def closing_lines(cfg: CvmConfig, tables: dict[str, str], report: Path | None,
+                  seconds: float) -> str:
+    """The end of ``cvm run``'s output: the time, where the report is (or the command that
+    writes it) and a first query on what the run wrote."""
+    db, month = cfg.output.database, cfg.snapshot
+    where = f"where snapshot_month = date '{month:%Y-%m-%d}'"
+    if "tier_summary" in tables:
+        query = (f"select tier, sum(accounts) as accounts, round(sum(total_contribution_value))"
+                 f" as contribution from {db}.tier_summary {where} group by tier"
+                 " order by contribution desc")
+    elif tables:
+        query = f"select * from {db}.{list(tables)[-1]} {where} limit 20"
+    else:
+        query = "(no table written)"
+    shown = (str(report.resolve()) if report is not None
+             else f"not written; cvm report --snapshot {month:%Y-%m} writes it")
+    return "\n".join(["", f"done in {seconds:.0f}s", f"report:      {shown}",
+                      f"start with:  {query}",
+                      "             (beeline on `cvm thrift`, or pyspark, DuckDB, Polars on the"
+                      " Delta files: docs/bi.md)"])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -151,6 +151,14 @@ def _package_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dist", default="dist", help="output folder (default: %(default)s)")
     p.add_argument("--config", default=os.environ.get("CVM_CONFIG", DEFAULT_CONFIG),
                    help="config file to ship (default: %(default)s; env CVM_CONFIG)")
+    _jars_argument(p)
+
+
+def _jars_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jars", dest="bundle_jars", action="store_true",
+                   help="also copy the Delta jars into DIST/jars/ (from the local cache, "
+                        "resolved once if absent): spark-submit then gets them with --jars "
+                        "and no node needs Maven Central")
 
 
 def _submit_parser(sub: argparse._SubParsersAction) -> None:
@@ -179,6 +187,7 @@ def _submit_parser(sub: argparse._SubParsersAction) -> None:
                                           "$SPARK_HOME/bin/spark-submit, PATH, then pyspark's)")
     p.add_argument("--dist", default="dist", help="distribution folder (default: %(default)s)")
     p.add_argument("--no-package", action="store_true",
-                   help="use the zip already in --dist instead of packaging the sources")
+                   help="use the zip (and jars/) already in --dist instead of packaging")
+    _jars_argument(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the spark-submit command instead of running it")

@@ -14,8 +14,9 @@ import importlib.metadata
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -23,6 +24,7 @@ from urllib.request import url2pathname
 import pyspark
 from pyspark.sql import DataFrame, SparkSession
 
+from cvm_spark.common.console import jvm_stderr_filtered
 from cvm_spark.common.jvm import plan_size_in_bytes
 
 log = logging.getLogger(__name__)
@@ -112,13 +114,19 @@ def remember_jars(spark: SparkSession, coordinates: str) -> list[str]:
     return paths
 
 
+def spark_log_file() -> Path:
+    """Spark's log of a driver that cvm_spark starts: ``$CVM_SPARK_LOG`` or
+    ``logs/spark.log`` (relative to the working directory)."""
+    return Path(os.environ.get(SPARK_LOG_ENV) or "logs/spark.log").resolve()
+
+
 def _java_options(existing: str) -> str:
     """``spark.driver.extraJavaOptions`` with cvm_spark's log4j2 configuration added, unless
     the caller brings a logging configuration of their own."""
     if "log4j2.configurationFile" in existing or "log4j.configuration" in existing:
         return existing
-    log_file = Path(os.environ.get(SPARK_LOG_ENV) or "logs/spark.log").resolve()
-    ours = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()} -Dcvm.log.file={log_file}"
+    ours = (f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()} "
+            f"-Dcvm.log.file={spark_log_file()}")
     return f"{existing} {ours}".strip()
 
 
@@ -167,6 +175,10 @@ def build_spark(
             packages.append(coordinates)
             settings["spark.jars.packages"] = ",".join(packages)
             resolve = coordinates
+    if not launched and master is not None and master.startswith("local"):
+        # Python workers (pyspark.ml's model writer runs one) use the driver's interpreter,
+        # e.g. a virtual environment's python that is not first on PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not launched:
         # the driver JVM starts here: its logging (spark-submit users bring their own)
         settings["spark.driver.extraJavaOptions"] = _java_options(
@@ -174,7 +186,9 @@ def build_spark(
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
-        spark = builder.getOrCreate()
+        # the driver JVM starts here (unless running): its non-log4j chatter to the log file
+        with nullcontext() if launched else jvm_stderr_filtered(spark_log_file()):
+            spark = builder.getOrCreate()
     except Exception as exc:
         if resolve is None:
             raise
@@ -184,7 +198,7 @@ def build_spark(
             f"{jars_cache_dir()}, were to be resolved from Maven Central: "
             f"{str(exc).splitlines()[0]}. If Maven Central is not reachable, start once where "
             "it is (the jars are then kept) or pass local jars with spark.jars; otherwise "
-            "see logs/spark.log.") from exc
+            f"see {spark_log_file()}.") from exc
     if resolve is not None:
         remember_jars(spark, resolve)
     log.info("spark %s session ready (master=%s)", spark.version,

@@ -22,7 +22,7 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -115,8 +115,8 @@ def run_log_rows(summary: RunSummary, snapshot: date, fingerprint: str, code: Co
         started_at: the run's start time; a naive datetime is taken as UTC.
     """
     if started_at is not None:
-        started_at = (started_at.replace(tzinfo=UTC) if started_at.tzinfo is None
-                      else started_at.astimezone(UTC))
+        started_at = (started_at.replace(tzinfo=timezone.utc) if started_at.tzinfo is None
+                      else started_at.astimezone(timezone.utc))
     stages = summary.table_stages
     head = (snapshot, summary.run_id, run_seq, started_at, fingerprint, code.package,
             code.git_commit)

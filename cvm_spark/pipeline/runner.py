@@ -35,6 +35,7 @@ from cvm_spark.features.rfm import fit_rfm, score_rfm, segment_counts
 from cvm_spark.features.windows import BTYD_COLUMNS
 from cvm_spark.pipeline.facts import build_account_facts, features_of
 from cvm_spark.pipeline.profiling import tag_stage
+from cvm_spark.pipeline.progress import live_progress
 from cvm_spark.pipeline.run_log import CodeVersion, write_run_log
 from cvm_spark.pipeline.scoring import ModelOutputs, run_value_model
 from cvm_spark.pipeline.summary import STEP_NAMES, RunSummary
@@ -67,7 +68,8 @@ PIPELINE_TABLES = ("quarantine", "features", "rfm", *MODEL_TABLES)
 
 @contextmanager
 def _stage(spark: SparkSession, summary: RunSummary, name: str) -> Iterator[None]:
-    """Time a stage, note which tables it read or wrote, log a progress line with counts.
+    """Time a stage, note which tables it read or wrote, log a progress line with counts
+    (and, on a terminal, redraw a live line of its tasks: :mod:`cvm_spark.pipeline.progress`).
 
     The Spark jobs of the stage are tagged with its name and the run id
     (:func:`cvm_spark.pipeline.profiling.tag_stage`), so an event log can be profiled per stage.
@@ -76,7 +78,7 @@ def _stage(spark: SparkSession, summary: RunSummary, name: str) -> Iterator[None
     start = time.monotonic()
     read, written = dict(summary.rows_read), dict(summary.rows_written)
     try:
-        with tag_stage(spark, name, summary.run_id):
+        with tag_stage(spark, name, summary.run_id), live_progress(spark, name):
             yield
     except BaseException:
         log.error("stage %s: failed after %.1fs", name, time.monotonic() - start)

@@ -5,7 +5,7 @@ it): :class:`ReportData`, gathered by :func:`collect_report_data` with small agg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -141,7 +141,7 @@ def _run_section(spark: SparkSession, output: OutputConfig, data: ReportData) ->
     data.run = {k: items[0][k] for k in head}
     micros = data.run["run_started_at"]
     data.run["run_started_at"] = (None if micros is None else
-                                  datetime.fromtimestamp(micros / 1e6, UTC).isoformat())
+                                  datetime.fromtimestamp(micros / 1e6, timezone.utc).isoformat())
     data.run_items = [{k: v for k, v in i.items() if k not in head} for i in items]
 
 

@@ -22,14 +22,19 @@ import logging
 import os
 import re
 import shutil
-import tomllib
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cvm_spark
-from cvm_spark.common.session import DEFAULT_CONF, delta_maven_coordinates
+from cvm_spark.common.session import (
+    DEFAULT_CONF,
+    DeltaJarsError,
+    build_spark,
+    cached_jars,
+    delta_maven_coordinates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ PACKAGE_DIR = Path(cvm_spark.__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 JOB_FILE = "cvm_job.py"
 DRIVER_REQUIREMENTS = "requirements-driver.txt"
+JARS_DIR = "jars"  # dist/jars/: the bundled Delta jars (cvm package --jars)
 # Modules imported by the driver only (config loading, the BTYD and loyalty fits).
 DRIVER_ONLY_DEPENDENCIES = ("pyyaml", "numpy", "scipy")
 # Spark settings the job needs whatever the cluster's spark-defaults.conf says.
@@ -60,6 +66,7 @@ class Dist:
     config_path: Path
     requirements_path: Path
     generator_zip: Path   # cvm_generate: shipped for `generate` and `run --generate` only
+    jars: tuple[Path, ...] = ()  # the Delta jars for --jars (`cvm package --jars`), if bundled
 
 
 def zip_name() -> str:
@@ -101,15 +108,62 @@ def write_package_zip(target: Path, package_dir: Path = PACKAGE_DIR) -> Path:
     return target
 
 
+def project_dependencies(pyproject_text: str) -> list[str]:
+    """``[project] dependencies`` of a pyproject.toml: with ``tomllib`` (Python 3.11+), else
+    (Python 3.10) the quoted strings of the ``dependencies = [...]`` array, comments skipped."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        block = re.search(r"^dependencies\s*=\s*\[(.*?)^\]", pyproject_text, re.M | re.S)
+        if block is None:
+            raise PackagingError("pyproject.toml has no [project] dependencies") from None
+        lines = (line.split("#", 1)[0] for line in block.group(1).splitlines())
+        return [d for line in lines for d in re.findall(r'"([^"]+)"', line)]
+    return list(tomllib.loads(pyproject_text)["project"]["dependencies"])
+
+
 def driver_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
     """The requirement strings of the driver-only dependencies, read from pyproject.toml."""
-    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    deps = project_dependencies(pyproject.read_text(encoding="utf-8"))
     names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower(): d for d in deps}
     return [names[n] for n in DRIVER_ONLY_DEPENDENCIES if n in names]
 
 
+def delta_jar_files() -> list[str]:
+    """The local files of the Delta artifact for the installed pyspark and of the jars it
+    depends on: the cached list (``~/.cache/cvm_spark/jars``) or, on a first use, what a
+    short local Spark session resolves from Maven Central (and caches).
+
+    Raises:
+        PackagingError: neither a cached copy nor Maven Central is reachable.
+    """
+    coordinates = delta_maven_coordinates()
+    jars = cached_jars(coordinates)
+    if jars is None:
+        try:
+            build_spark("cvm-package", master="local[1]").stop()
+        except DeltaJarsError as exc:
+            raise PackagingError(f"cannot bundle the Delta jars: {exc}") from exc
+        jars = cached_jars(coordinates)
+    if not jars:
+        raise PackagingError(f"the Delta jars {coordinates} were not resolved into local files")
+    return jars
+
+
+def bundle_jars(out: Path, jars: Sequence[str]) -> tuple[Path, ...]:
+    """Copy ``jars`` into ``out/jars/`` (replacing what was there) for spark-submit --jars."""
+    target = out / JARS_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    copied = []
+    for jar in jars:
+        copied.append(target / Path(jar).name)
+        shutil.copyfile(jar, copied[-1])
+    return tuple(sorted(copied))
+
+
 def build_dist(dist: str | Path = "dist", config: str | Path = "conf/cvm.yaml",
-               root: Path = PROJECT_ROOT) -> Dist:
+               root: Path = PROJECT_ROOT, with_jars: bool = False) -> Dist:
     """Write the package zip, the generator's zip, the job file, the config and the driver
     requirements to ``dist``.
 
@@ -121,12 +175,15 @@ def build_dist(dist: str | Path = "dist", config: str | Path = "conf/cvm.yaml",
         config: the YAML config to ship with ``--files``.
         root: the source checkout holding ``cvm_spark/``, ``cvm_generate/``, ``jobs/`` and
             ``pyproject.toml``.
+        with_jars: also copy the Delta jars into ``dist/jars/`` (:func:`delta_jar_files`),
+            so that spark-submit takes them with ``--jars`` and no node resolves anything
+            (an offline cluster). Without it, an older ``dist/jars/`` is removed.
 
     Returns:
         The paths written.
 
     Raises:
-        PackagingError: the config or the job file is missing.
+        PackagingError: the config or the job file is missing, or the jars cannot be found.
     """
     out = Path(dist).resolve()
     config_src = Path(config)
@@ -152,9 +209,14 @@ def build_dist(dist: str | Path = "dist", config: str | Path = "conf/cvm.yaml",
         "# Imported by the driver only; executors need nothing beyond pyspark.\n"
         + "".join(f"{r}\n" for r in driver_requirements(root / "pyproject.toml")),
         encoding="utf-8")
-    log.debug("wrote %s, %s, %s, %s and %s", zip_path, generator_zip, job_path, config_path,
-              requirements_path)
-    return Dist(out, zip_path, job_path, config_path, requirements_path, generator_zip)
+    jars: tuple[Path, ...] = ()
+    if with_jars:
+        jars = bundle_jars(out, delta_jar_files())
+    else:
+        shutil.rmtree(out / JARS_DIR, ignore_errors=True)
+    log.debug("wrote %s, %s, %s, %s, %s and %d jars", zip_path, generator_zip, job_path,
+              config_path, requirements_path, len(jars))
+    return Dist(out, zip_path, job_path, config_path, requirements_path, generator_zip, jars)
 
 
 def find_dist(dist: str | Path = "dist", config_name: str = "cvm.yaml") -> Dist:
@@ -169,7 +231,7 @@ def find_dist(dist: str | Path = "dist", config_name: str = "cvm.yaml") -> Dist:
         raise PackagingError(f"expected one cvm_spark-*.zip in {out}, found {len(zips)}; "
                              "run `cvm package` (scripts/package.sh) first")
     d = Dist(out, zips[0], out / JOB_FILE, out / config_name, out / DRIVER_REQUIREMENTS,
-             out / generator_zip_name())
+             out / generator_zip_name(), tuple(sorted((out / JARS_DIR).glob("*.jar"))))
     for path in (d.job_path, d.generator_zip):
         if not path.is_file():
             raise PackagingError(f"{path} missing; run `cvm package` first")
@@ -224,7 +286,9 @@ def spark_submit_command(
             working directory in cluster mode (YARN, Kubernetes).
         master: the master URL; ``None`` leaves it to spark-defaults.conf.
         deploy_mode: ``client`` or ``cluster``.
-        packages: Maven coordinates to add; the Delta artifact is always included.
+        packages: Maven coordinates to add; the Delta artifact is included, unless the
+            distribution bundles the Delta jars (``dist.jars``: passed with ``--jars``,
+            nothing resolved) and ``packages`` names no Delta artifact.
         extra_py_files, extra_files: appended to ``--py-files`` and ``--files``.
         spark_submit_args: further spark-submit options, passed verbatim after ours (so a
             ``--conf`` given there wins).
@@ -243,8 +307,13 @@ def spark_submit_command(
     cmd = [spark_submit or default_spark_submit()]
     if master:
         cmd += ["--master", master]
-    cmd += ["--deploy-mode", deploy_mode, "--name", app_name,
-            "--packages", with_delta_package(packages)]
+    cmd += ["--deploy-mode", deploy_mode, "--name", app_name]
+    if dist.jars and "io.delta:" not in (packages or ""):
+        cmd += ["--jars", ",".join(str(j) for j in dist.jars)]
+        if packages:
+            cmd += ["--packages", packages]
+    else:
+        cmd += ["--packages", with_delta_package(packages)]
     for key in SUBMIT_CONF_KEYS:
         cmd += ["--conf", f"{key}={DEFAULT_CONF[key]}"]
     generator = [str(dist.generator_zip)] if with_generator else []
