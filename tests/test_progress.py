@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -64,13 +65,22 @@ def test_live_line_follows_the_running_tasks(spark, monkeypatch, terminal):
     # 4 tasks of 0.4 s each on 2 cores: the line is drawn while they run
     slow = spark.range(0, 4, 1, 4).selectExpr(
         "reflect('java.lang.Thread', 'sleep', cast(400 as bigint)) as slept")
-    with live_progress(spark, "features", stream=stream, interval=0.05):
-        assert slow.count() == 4 and len(slow.collect()) == 4
+    handler = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(handler)
+    try:
+        with live_progress(spark, "features", stream=stream, interval=0.05):
+            assert slow.count() == 4
+            logging.getLogger("cvm_spark.test").warning("a log line mid-stage")
+            assert len(slow.collect()) == 4
+    finally:
+        logging.getLogger().removeHandler(handler)
     text = stream.getvalue()
     if not terminal:
-        assert text == ""
+        assert text == "a log line mid-stage\n"
         return
-    frames = [f for f in text.split("\r\033[K") if f]
+    # a log record erases the live line first: it starts a line of its own
+    assert "\r\033[Ka log line mid-stage\n" in text
+    frames = [f for f in text.split("\r\033[K") if f and "mid-stage" not in f]
     assert frames, text
     assert all(f.startswith("stage features: ") for f in frames)
     assert any("/4 tasks" in f or "/8 tasks" in f for f in frames), frames

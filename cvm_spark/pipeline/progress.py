@@ -13,6 +13,7 @@ each stage. ``CVM_PROGRESS=0`` turns the line off on a terminal too.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -96,6 +97,11 @@ def live_progress(spark: SparkSession, name: str, stream: TextIO | None = None,
         yield
         return
     stop = threading.Event()
+    eraser = _EraseBeforeLogging(stream)
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and h.stream is stream]
+    for handler in handlers:
+        handler.addFilter(eraser)
     thread = threading.Thread(target=_draw, name=f"cvm-progress-{name}", daemon=True,
                               args=(TaskCounter(tracker), name, stream, stop, interval))
     thread.start()
@@ -104,5 +110,20 @@ def live_progress(spark: SparkSession, name: str, stream: TextIO | None = None,
     finally:
         stop.set()
         thread.join()
+        for handler in handlers:
+            handler.removeFilter(eraser)
         stream.write(_ERASE)
         stream.flush()
+
+
+class _EraseBeforeLogging(logging.Filter):
+    """Erases the live line before a log record goes to the same stream (the next tick
+    draws it again below the record)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._stream.write(_ERASE)
+        return True
