@@ -89,6 +89,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# the config, the authentication for --host and the environment, before any JVM starts:
+# a config error (e.g. no authentication beyond loopback) ends here with exit code 2
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m cvm_spark thrift --check \
+  --host "$HOST" --port "$PORT" "${CVM_ARGS[@]}" || exit $?
 if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
   echo "thrift: Java 17+ is required (java on PATH or JAVA_HOME)" >&2; exit 1
 fi
@@ -101,10 +105,6 @@ if port_open "$CONNECT_HOST" "$PORT"; then
   echo "thrift: port $PORT on $CONNECT_HOST is already in use" >&2; exit 1
 fi
 
-# the config, the authentication for --host and the environment, before any JVM starts:
-# a config error (e.g. no authentication beyond loopback) ends here with exit code 2
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m cvm_spark thrift --check \
-  --host "$HOST" --port "$PORT" "${CVM_ARGS[@]}" || exit $?
 SPARK_BIN=$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin"))')
 DELTA=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c \
   'from cvm_spark.common.session import delta_maven_coordinates as c; print(c())')
