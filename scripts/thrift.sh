@@ -13,7 +13,8 @@
 # stops it after --timeout seconds (default $CVM_THRIFT_TIMEOUT or 300) showing the end of
 # the log. Pid file, log and scratch space live in $CVM_THRIFT_DIR (default ./run/thrift):
 # one server per directory. Extra spark-submit options: $CVM_THRIFT_SUBMIT_ARGS, e.g.
-# "--driver-memory 2g --conf spark.ui.port=4050".
+# "--driver-memory 2g --conf spark.ui.port=4050". Beyond loopback (--host 0.0.0.0) the config
+# must set thrift.authentication (ldap or kerberos; docs/bi.md): otherwise exit code 2.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -23,7 +24,7 @@ PID_FILE=$RUN_DIR/thrift.pid
 LOG_FILE=$RUN_DIR/thrift.log
 READY_MARKER="cvm thrift server ready"
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 running_pid() {  # prints the pid from the pid file if that process is alive
   [ -f "$PID_FILE" ] || return 1
@@ -88,6 +89,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# the config, the authentication for --host and the environment, before any JVM starts:
+# a config error (e.g. no authentication beyond loopback) ends here with exit code 2
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m cvm_spark thrift --check \
+  --host "$HOST" --port "$PORT" "${CVM_ARGS[@]}" || exit $?
 if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
   echo "thrift: Java 17+ is required (java on PATH or JAVA_HOME)" >&2; exit 1
 fi
@@ -152,10 +157,12 @@ echo "thrift: starting (pid $pid, log $LOG_FILE, up to ${TIMEOUT}s)"
 start=$SECONDS
 until grep -q "$READY_MARKER" "$LOG_FILE" 2>/dev/null && port_open "$CONNECT_HOST" "$PORT"; do
   if ! kill -0 "$pid" 2>/dev/null; then
-    echo "thrift: the server exited during start-up; end of $LOG_FILE:" >&2
+    code=0
+    wait "$pid" || code=$?
+    echo "thrift: the server exited during start-up (exit code $code); end of $LOG_FILE:" >&2
     tail -n 30 "$LOG_FILE" >&2
     rm -f "$PID_FILE"
-    exit 1
+    exit $((code == 0 ? 1 : code))
   fi
   if [ $((SECONDS - start)) -ge "$TIMEOUT" ]; then
     echo "thrift: not accepting connections on $CONNECT_HOST:$PORT after ${TIMEOUT}s;" \

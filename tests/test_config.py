@@ -130,3 +130,102 @@ def test_version_prints_code_spark_and_delta_without_a_session(monkeypatch, caps
     minor = ".".join(pyspark.__version__.split(".")[:2])
     assert re.fullmatch(rf"Delta (\S+) \(io\.delta:delta-spark_{re.escape(minor)}_2\.13:\1\)",
                         lines[2])
+
+
+# --------------------------------------------------------------------------------------------
+# thrift: who may connect to the JDBC server
+# --------------------------------------------------------------------------------------------
+
+LDAP = {"url": "ldaps://ldap.example.com:636",
+        "user_dn_pattern": "uid=%s,ou=bi,dc=example,dc=com"}
+
+
+def _thrift(section):
+    return load_config(CONF, {"thrift": section}).thrift
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"authentication": "basic"},
+     r"thrift\.authentication must be one of \['none', 'ldap', 'kerberos'\], got 'basic'"),
+    ({"authentication": "LDAP", "ldap": LDAP}, r"thrift\.authentication must be one of"),
+    ({"authentication": "ldap"}, r"thrift\.ldap: the ldap settings are required"),
+    ({"ldap": LDAP}, r"thrift\.ldap: settings given but authentication is 'none'"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "url": ""}}, r"thrift\.ldap\.url is required"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "url": "ldap.example.com"}},
+     r"thrift\.ldap\.url: 'ldap\.example\.com' is not an ldap:// or ldaps:// URL"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "url": "ldap://h:389/dc=example,dc=com"}},
+     r"no DN"),
+    ({"authentication": "ldap", "ldap": {"url": LDAP["url"]}},
+     r"thrift\.ldap\.user_dn_pattern or base_dn: give exactly one"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "base_dn": "ou=bi,dc=example,dc=com"}},
+     r"give exactly one"),
+    # Spark's provider would skip these patterns and bind with the name as typed (any DN)
+    ({"authentication": "ldap", "ldap": {**LDAP, "user_dn_pattern": "bi-users"}},
+     r"thrift\.ldap\.user_dn_pattern: 'bi-users' must be a DN with %s"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "user_dn_pattern": "uid=ann,dc=example"}},
+     r"'uid=ann,dc=example' must be a DN with %s"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "user_dn_pattern": "uid=%s"}},
+     r"'uid=%s' must be a DN"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "user_dn_pattern": LDAP["user_dn_pattern"]
+                                         + "::cn=%s,dc=x"}}, r"empty pattern"),
+    ({"authentication": "ldap", "ldap": {"url": LDAP["url"], "base_dn": "example"}},
+     r"thrift\.ldap\.base_dn: 'example' must be a DN"),
+    ({"authentication": "ldap", "ldap": {**LDAP, "bind_password": "s3cret"}},
+     r"thrift\.ldap\.bind_password: unknown key"),
+    ({"authentication": "kerberos", "kerberos": {"principal": "hive@EXAMPLE.COM",
+                                                 "keytab": "/etc/hive.keytab"}},
+     r"thrift\.kerberos\.principal must be a service principal"),
+    ({"authentication": "kerberos", "kerberos": {"principal": "hive/_HOST@EXAMPLE.COM"}},
+     r"thrift\.kerberos\.keytab .* is required"),
+])
+def test_bad_thrift_settings_name_the_key(section, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        _thrift(section)
+    assert "s3cret" not in str(error.value)
+
+
+def test_thrift_authentication_becomes_hiveserver2_settings():
+    assert load_config(CONF).thrift.hive_settings() == {"hive.server2.authentication": "NONE"}
+    assert _thrift({"authentication": "ldap", "ldap": LDAP}).hive_settings() == {
+        "hive.server2.authentication": "LDAP",
+        "hive.server2.authentication.ldap.url": "ldaps://ldap.example.com:636",
+        "hive.server2.authentication.ldap.userDNPattern": "uid=%s,ou=bi,dc=example,dc=com"}
+    two = {"url": "ldaps://a.example.com ldaps://b.example.com",
+           "user_dn_pattern": "uid=%s,ou=bi,dc=example,dc=com:cn=%s,ou=svc,dc=example,dc=com"}
+    assert _thrift({"authentication": "ldap", "ldap": two}).hive_settings()[
+        "hive.server2.authentication.ldap.userDNPattern"] == two["user_dn_pattern"]
+    # base_dn is the pattern uid=%s,<base_dn> (what HiveServer2 makes of its baseDN)
+    based = {"url": LDAP["url"], "base_dn": "ou=bi,dc=example,dc=com"}
+    assert _thrift({"authentication": "ldap", "ldap": based}).hive_settings()[
+        "hive.server2.authentication.ldap.userDNPattern"] == LDAP["user_dn_pattern"]
+    kerberos = {"principal": "hive/_HOST@EXAMPLE.COM", "keytab": "/etc/security/hive.keytab"}
+    assert _thrift({"authentication": "kerberos", "kerberos": kerberos}).hive_settings() == {
+        "hive.server2.authentication": "KERBEROS",
+        "hive.server2.authentication.kerberos.principal": "hive/_HOST@EXAMPLE.COM",
+        "hive.server2.authentication.kerberos.keytab": "/etc/security/hive.keytab"}
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("LOCALHOST", True),
+    ("::1", True), ("[::1]", True), ("0.0.0.0", False), ("", False), ("::", False),
+    ("10.0.0.5", False), ("192.168.1.10", False), ("bi-host.example.com", False),
+    ("localhost.example.com", False),
+])
+def test_only_loopback_listens_without_authentication(host, loopback):
+    from cvm_spark.config import is_loopback
+
+    assert is_loopback(host) is loopback
+    cfg = load_config(CONF).thrift
+    if loopback:
+        cfg.check_listener(host)
+    else:
+        with pytest.raises(ConfigError, match=r"refusing to listen on .* without authentication"):
+            cfg.check_listener(host)
+    _thrift({"authentication": "ldap", "ldap": LDAP}).check_listener(host)   # any address
+
+
+def test_thrift_settings_leave_the_fingerprint_alone():
+    plain = load_config(CONF)
+    ldap = load_config(CONF, {"thrift": {"authentication": "ldap", "ldap": LDAP}})
+    assert ldap.fingerprint() == plain.fingerprint()
+    assert load_config(CONF, {"run_seed": 7}).fingerprint() != plain.fingerprint()

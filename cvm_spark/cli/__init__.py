@@ -8,7 +8,8 @@ Subcommands:
   writing the HTML report after it).
 * ``cvm report``: write the HTML report of a snapshot from the Delta tables (docs/report.md).
 * ``cvm thrift``: serve the output tables over JDBC (Spark Thrift Server) until stopped;
-  ``scripts/thrift.sh`` runs it in the background under spark-submit.
+  ``scripts/thrift.sh`` runs it in the background under spark-submit. Without
+  authentication (``thrift`` in the config) it listens on loopback only.
 * ``cvm package``: build ``dist/`` for spark-submit (package zip, job file, config).
 * ``cvm submit``: package, then run a subcommand (default ``run``) with spark-submit on any
   master (see docs/cluster.md); ``--dry-run`` prints the command instead.
@@ -189,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, _overrides(args))
         _check_rule_columns(cfg)
+        if args.command == "thrift":
+            from cvm_spark.serve.thrift import preflight
+
+            preflight(cfg, args.host)  # no authentication beyond loopback, no key in reach
         if args.command == "run":
             from cvm_spark.storage.privacy import run_key
 
@@ -199,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate-config":
         print(f"{args.config}: ok (snapshot {cfg.snapshot_month}, "
               f"fingerprint {cfg.fingerprint()})")
+        return 0
+    if args.command == "thrift" and args.check:
+        print(f"cvm thrift: ok to listen on {args.host}:{args.port} (authentication "
+              f"{cfg.thrift.authentication})")
         return 0
     if args.command == "thrift" and args.print_driver_classpath:
         from cvm_spark.serve.thrift import print_driver_class_path
@@ -237,7 +246,7 @@ def _with_spark(args: argparse.Namespace, cfg: CvmConfig, key: PseudonymKey | No
     if args.command == "thrift":
         from cvm_spark.serve.thrift import thrift_conf
 
-        extra = thrift_conf(args.host, args.port)
+        extra = thrift_conf(args.host, args.port, cfg.thrift)
     if getattr(args, "profile", None):
         from cvm_spark.pipeline.profiling import profile_conf
 
@@ -281,7 +290,7 @@ def _thrift_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmConfi
     from cvm_spark.serve.thrift import ThriftStartError, serve
 
     try:
-        serve(spark, cfg.output, args.host, args.port)
+        serve(spark, cfg.output, args.host, args.port, access=cfg.thrift)
     except ThriftStartError as exc:
         print(f"cvm: thrift: {exc}", file=sys.stderr)
         return 1

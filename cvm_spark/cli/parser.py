@@ -138,6 +138,9 @@ def _thrift_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s; 0.0.0.0 = all interfaces)")
     p.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
+    p.add_argument("--check", action="store_true",
+                   help="only check the config, the authentication for --host and the "
+                        "environment, then exit (no Spark; exit code 2 on a config error)")
     p.add_argument("--print-driver-classpath", action="store_true",
                    help="only print the Delta jars of this spark-submit run that belong on "
                         "--driver-class-path (used by scripts/thrift.sh)")

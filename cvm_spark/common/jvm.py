@@ -43,6 +43,21 @@ def system_class_loader(spark: SparkSession) -> Any:
     return spark.sparkContext._jvm.java.lang.ClassLoader.getSystemClassLoader()
 
 
+def set_system_properties(spark: SparkSession, properties: dict[str, str]) -> None:
+    """Set Java system properties of the driver's JVM (what ``--hiveconf k=v`` does for
+    the Thrift server's own ``main``)."""
+    system = spark.sparkContext._jvm.java.lang.System
+    for name, value in properties.items():
+        system.setProperty(name, value)
+
+
+def fresh_hive_conf(spark: SparkSession, names: list[str]) -> dict[str, str | None]:
+    """The values of ``names`` in a ``new HiveConf()`` of the driver's JVM: what HiveServer2
+    code that builds its own configuration (e.g. the LDAP provider, per login) sees."""
+    conf = spark.sparkContext._jvm.org.apache.hadoop.hive.conf.HiveConf()
+    return {name: conf.get(name) for name in names}
+
+
 def start_with_session(spark: SparkSession, class_name: str) -> Any:
     """Call ``<class_name>.startWithSparkSession(session, exitOnError=true)`` in the driver's
     JVM (the Thrift server) and return what it returns."""

@@ -13,6 +13,7 @@ group of YAML sections:
 * ``checks``: :class:`ConfigError`, ``check``, month and date parsing;
 * ``sources``: ``inputs``, ``validation``, ``generator``;
 * ``warehouse``: ``output`` (and the warehouse layout), ``performance``, ``privacy``;
+* ``serving``: ``thrift`` (who may connect to the JDBC server);
 * ``stages``: ``features``, ``rfm``, ``value``, ``tiers``;
 * one module per model: ``credit``, ``loyalty``, ``elasticity``, ``future_value``, ``clv``;
 * ``root``: :class:`CvmConfig`, the whole file;
@@ -48,6 +49,13 @@ from cvm_spark.config.segments import (
     RiskReason,
     TierRule,
     TiersConfig,
+)
+from cvm_spark.config.serving import (
+    THRIFT_AUTHENTICATION,
+    KerberosConfig,
+    LdapConfig,
+    ThriftConfig,
+    is_loopback,
 )
 from cvm_spark.config.sources import (
     GENERATOR_PROFILES,
@@ -95,6 +103,7 @@ __all__ = [
     "PRIVACY_KEY_ENV",
     "ROLLUP_RULES",
     "TARGETS",
+    "THRIFT_AUTHENTICATION",
     "WAREHOUSE_DIRS",
     "WORK_DIR",
     "AbcConfig",
@@ -114,7 +123,9 @@ __all__ = [
     "GradeCut",
     "InfluenceWeights",
     "InputsConfig",
+    "KerberosConfig",
     "KpiConfig",
+    "LdapConfig",
     "LifecycleConfig",
     "LoyaltyBand",
     "LoyaltyConfig",
@@ -131,12 +142,14 @@ __all__ = [
     "Scorecard",
     "SegmentRule",
     "TableInput",
+    "ThriftConfig",
     "TierRule",
     "TiersConfig",
     "ValidationConfig",
     "ValueConfig",
     "bind",
     "check",
+    "is_loopback",
     "load_config",
     "load_config_dict",
     "parse_date",

@@ -16,6 +16,7 @@ from cvm_spark.config.elasticity import ElasticityConfig
 from cvm_spark.config.future_value import FutureValueConfig
 from cvm_spark.config.loyalty import LoyaltyConfig
 from cvm_spark.config.segments import TiersConfig
+from cvm_spark.config.serving import ThriftConfig
 from cvm_spark.config.sources import GeneratorConfig, InputsConfig, ValidationConfig
 from cvm_spark.config.stages import (
     FeaturesConfig,
@@ -27,6 +28,9 @@ from cvm_spark.config.warehouse import OutputConfig, PerformanceConfig, PrivacyC
 from cvm_spark.schemas.inputs import ACCOUNT_ID
 
 CONFIG_VERSION = 1
+# sections that change nothing a run writes: left out of the fingerprint (and so of the
+# default run id), so that e.g. a new LDAP server does not make every run a new one
+NOT_FINGERPRINTED = ("thrift",)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class CvmConfig:
     spark: dict[str, str] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    thrift: ThriftConfig = field(default_factory=ThriftConfig)
 
     def __post_init__(self) -> None:
         check(self.version == CONFIG_VERSION,
@@ -95,6 +100,8 @@ class CvmConfig:
         return bind(CvmConfig, {**to_dict(self), "snapshot_month": month}, "")
 
     def fingerprint(self) -> str:
-        """Stable hash of the effective configuration (recorded with each run)."""
-        payload = json.dumps(to_dict(self), sort_keys=True, default=str)
+        """Stable hash of the effective configuration (recorded with each run), without the
+        sections in ``NOT_FINGERPRINTED``."""
+        data = {k: v for k, v in to_dict(self).items() if k not in NOT_FINGERPRINTED}
+        payload = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -9,6 +9,12 @@ visible at once (Delta reads the newest table version per query); a table that d
 at start-up needs a restart. Started by ``scripts/thrift.sh``: ``spark-submit
 jobs/cvm_job.py thrift`` with the Delta jars on ``--driver-class-path`` as well (see
 :func:`driver_class_path`; ``cvm thrift`` refuses to start without them).
+
+Clients authenticate as the config's ``thrift`` section says (none, LDAP or Kerberos;
+docs/bi.md, "authentication"): :func:`preflight` refuses, before Spark starts, to listen
+beyond loopback without authentication; :func:`thrift_conf` and :func:`serve` hand the
+settings to HiveServer2 both as ``spark.hadoop.*`` and as Java system properties (its LDAP
+provider reads only the latter) and check that the running server uses them.
 """
 
 from __future__ import annotations
@@ -17,14 +23,21 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import SparkSession
 
-from cvm_spark.common.jvm import context_stopped, start_with_session, system_class_loader
-from cvm_spark.config import OutputConfig
+from cvm_spark.common.jvm import (
+    context_stopped,
+    fresh_hive_conf,
+    set_system_properties,
+    start_with_session,
+    system_class_loader,
+)
+from cvm_spark.config import ConfigError, CvmConfig, OutputConfig, ThriftConfig
 from cvm_spark.storage.delta import (
     create_database,
     latest_view_name,
@@ -50,9 +63,17 @@ class ThriftStartError(RuntimeError):
     """The Thrift server cannot be started as configured."""
 
 
-def thrift_conf(host: str, port: int) -> dict[str, str]:
-    """Spark settings of the Thrift server driver, listening on ``host:port``."""
+def thrift_conf(host: str, port: int, access: ThriftConfig | None = None) -> dict[str, str]:
+    """Spark settings of the Thrift server driver, listening on ``host:port`` and
+    authenticating clients as ``access`` says (default: no authentication).
+
+    HiveServer2 reads its authentication method from these ``spark.hadoop.*`` settings;
+    the LDAP provider reads its own settings from a new ``HiveConf`` per login, which sees
+    only system properties, so :func:`serve` sets those as well.
+    """
+    hive = (access or ThriftConfig()).hive_settings()
     return {
+        **{f"spark.hadoop.{name}": value for name, value in hive.items()},
         "spark.hadoop.hive.server2.thrift.bind.host": host,
         "spark.hadoop.hive.server2.thrift.port": str(port),
         "spark.hadoop.hive.server2.transport.mode": "binary",
@@ -67,6 +88,49 @@ def thrift_conf(host: str, port: int) -> dict[str, str]:
 def jdbc_url(host: str, port: int, database: str = "") -> str:
     """The Hive JDBC URL of the server, e.g. ``jdbc:hive2://127.0.0.1:10000/cvm``."""
     return f"jdbc:hive2://{host}:{port}/{database}"
+
+
+def preflight(cfg: CvmConfig, host: str, environ: Mapping[str, str] | None = None) -> None:
+    """What ``cvm thrift`` checks before Spark starts.
+
+    Raises:
+        ConfigError: no authentication while ``host`` is not a loopback address
+            (:meth:`ThriftConfig.check_listener`), or the pseudonym key's environment
+            variable is set for the server: any JDBC user could read it back with
+            ``reflect('java.lang.System', 'getenv', ...)`` and re-identify the account keys
+            (the server never needs the key).
+    """
+    cfg.thrift.check_listener(host)
+    env = os.environ if environ is None else environ
+    if env.get(cfg.privacy.key_env):
+        raise ConfigError(
+            f"thrift: the environment variable {cfg.privacy.key_env} (privacy.key_env, the "
+            "pseudonym key) is set; JDBC users could read it from the server's environment. "
+            f"Start the server without it, e.g. env -u {cfg.privacy.key_env} "
+            "bash scripts/thrift.sh start")
+
+
+def _configure_authentication(spark: SparkSession, access: ThriftConfig) -> None:
+    """Hand the authentication settings to the HiveServer2 code that reads them from a new
+    ``HiveConf`` (system properties, as ``--hiveconf`` would) and check that it sees them."""
+    hive = access.hive_settings()
+    set_system_properties(spark, hive)
+    seen = fresh_hive_conf(spark, list(hive))
+    wrong = sorted(name for name, value in hive.items() if seen[name] != value)
+    if wrong:
+        raise ThriftStartError(f"HiveServer2 does not see the authentication settings {wrong} "
+                               "that were set; refusing to start")
+
+
+def _check_server_authentication(server: Any, access: ThriftConfig) -> None:
+    """The running server's authentication method is the configured one (else stop it)."""
+    name = "hive.server2.authentication"
+    want = access.hive_settings()[name]
+    have = str(server.getHiveConf().get(name) or "NONE")
+    if have.upper() != want:
+        server.stop()
+        raise ThriftStartError(f"the Thrift server started with {name}={have}, not {want} as "
+                               "configured; stopped it")
 
 
 def _check_environment(host: str, port: int) -> None:
@@ -158,25 +222,32 @@ def _context_stopped(spark: SparkSession) -> bool:
 
 
 def serve(spark: SparkSession, output: OutputConfig, host: str, port: int,
-          stop: threading.Event | None = None) -> list[str]:
+          stop: threading.Event | None = None, access: ThriftConfig | None = None
+          ) -> list[str]:
     """Register the output tables, start the Thrift server and block until asked to stop.
 
     Args:
-        spark: a classic session built with :func:`thrift_conf` for ``host`` and ``port``.
+        spark: a classic session built with :func:`thrift_conf` for ``host``, ``port`` and
+            ``access``.
         output: the warehouse whose tables are served.
         host: the address the listener binds to (shown in the ready line).
         port: the listener port.
         stop: set it to stop the server; by default SIGTERM and SIGINT set it.
+        access: how clients authenticate (default: not at all); checked against
+            ``host`` by :func:`preflight` before the session was built.
 
     Returns:
         The tables that were served.
 
     Raises:
         ThriftStartError: HiveServer2 environment variables contradict ``host``/``port``,
-            or the session catalog class is not on the driver's system class path.
+            the session catalog class is not on the driver's system class path, or
+            HiveServer2 does not see the configured authentication.
     """
+    access = access or ThriftConfig()
     _check_environment(host, port)
     _check_system_class_path(spark)
+    _configure_authentication(spark, access)
     tables = register_tables(spark, output)
     if not tables:
         log.warning("no output tables under %s/%s; serving an empty database",
@@ -187,9 +258,10 @@ def serve(spark: SparkSession, output: OutputConfig, host: str, port: int,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     server = start_thrift_server(spark)
+    _check_server_authentication(server, access)
     names = [f"{qualified_name(output, t)} ({latest_view_name(output, t)})" for t in tables]
-    print(f"{READY_MARKER}: {jdbc_url(host, port, output.database)} serving "
-          f"{', '.join(names) or 'no tables'}", flush=True)
+    print(f"{READY_MARKER}: {jdbc_url(host, port, output.database)} (authentication "
+          f"{access.authentication}) serving {', '.join(names) or 'no tables'}", flush=True)
     try:
         while not stop.wait(2.0):
             if _context_stopped(spark):
