@@ -52,8 +52,6 @@ pytestmark = [
 SNAPSHOT = "2024-12"
 RUN_ID = "cluster-test"
 DATABASE = "cvm_cluster"
-TABLES = ("quarantine", "features", "rfm", "model_metrics", "value_scores", "tiers",
-          "campaign_targets", "tier_summary")
 CLUSTER_START_SECONDS = 90
 PROBE_SECONDS = 240
 PIPELINE_SECONDS = 1200
@@ -396,6 +394,7 @@ def _pipeline_command(cluster: Cluster, options: list[str], inputs: Path,
 def test_cluster_run_matches_local_run(spark, pythons, clean_runs):
     from pyspark.testing import assertDataFrameEqual
 
+    from cvm_spark.pipeline.runner import PIPELINE_TABLES
     from cvm_spark.storage.delta import table_path
 
     runs = clean_runs
@@ -406,7 +405,7 @@ def test_cluster_run_matches_local_run(spark, pythons, clean_runs):
     print(f"executor Python processes started by the pipeline: {len(started)}; "
           f"cluster run {runs.seconds:.0f}s (the local run meanwhile)")
     assert runs.summary.rows_written["rfm"] > 250
-    for table in TABLES:
+    for table in PIPELINE_TABLES:
         local = spark.read.format("delta").load(table_path(runs.local_cfg.output, table))
         on_cluster = spark.read.format("delta").load(table_path(runs.cluster_cfg.output, table))
         assert on_cluster.count() == runs.summary.rows_written[table] > 0, table
