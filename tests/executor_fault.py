@@ -126,9 +126,10 @@ def kill_executor_during(ui_url: str, stages: tuple[str, ...], driver: subproces
             raise AssertionError(f"no task of stage(s) {stages} seen running within the time "
                                  f"box ({polls} polls of {ui_url})")
         if driver_log.is_file() and passed in driver_log.read_text(errors="replace"):
-            raise AssertionError(f"stage {stages[-1]} ended before a task of it was seen "
-                                 f"running on an executor ({polls} polls, every "
-                                 f"{poll_seconds}s): too late to kill an executor in it")
+            raise AssertionError(
+                f"stage {stages[-1]} ended before a task of it was seen running on an "
+                f"executor ({polls} polls, every {poll_seconds}s): too late to kill an "
+                "executor in it" + ("" if api else f"; {ui_url} never answered"))
         polls += 1
         try:
             if api is None:

@@ -526,3 +526,25 @@ def _check_tables_and_run_log(spark, inputs: Path, warehouse: Path, clean: Clean
         F.col("item_kind") == "stage").collect()} for name, df in
         (("faulted", faulted), ("clean", reference))}
     print(f"stage seconds: {seconds}")
+
+
+def test_the_kill_watch_fails_rather_than_pass_silently(tmp_path):
+    """The lost-executor test cannot pass without a kill: the watch raises when the stage has
+    passed, or the driver has exited, before a task of the stage was seen running."""
+    from executor_fault import kill_executor_during
+
+    nobody = f"http://127.0.0.1:{_free_port()}"   # no UI answers there
+    driver_log = tmp_path / "driver.out"
+    driver_log.write_text("... INFO cvm_spark.pipeline.runner: stage features: done in 9.9s\n")
+    driver = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(AssertionError, match="stage features ended before a task of it "
+                           r"was seen running.*never answered"):
+            kill_executor_during(nobody, FAULT_STAGES, driver, driver_log,
+                                 time.monotonic() + 30)
+    finally:
+        driver.kill()
+        driver.wait()
+    with pytest.raises(AssertionError, match=r"the driver exited \(-9\) before an executor"):
+        kill_executor_during(nobody, FAULT_STAGES, driver, tmp_path / "none",
+                             time.monotonic() + 30)
