@@ -15,6 +15,11 @@ site-packages. A probe application, submitted with the same options, checks this
 the driver and four executor tasks: ``cvm_spark.__file__`` lies inside the zip, the
 interpreter runs without ``site``, and with the zip's ``sys.path`` entry removed no finder can
 locate ``cvm_spark``.
+
+A third run of the pipeline on the cluster loses an executor: its JVM is killed (SIGKILL)
+while a task of the features stage runs on it. The run must complete with the clean cluster
+run's tables and one set of run_log rows, and the event log must show the lost task re-run
+(tests/executor_fault.py finds the moment and reads the log).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,8 +52,6 @@ pytestmark = [
 SNAPSHOT = "2024-12"
 RUN_ID = "cluster-test"
 DATABASE = "cvm_cluster"
-TABLES = ("quarantine", "features", "rfm", "model_metrics", "value_scores", "tiers",
-          "campaign_targets", "tier_summary")
 CLUSTER_START_SECONDS = 90
 PROBE_SECONDS = 240
 PIPELINE_SECONDS = 1200
@@ -238,7 +242,12 @@ def inputs(make_bank) -> Path:
     return config_file(cfg, Path(cfg.inputs.root).parent / "cvm-cluster.yaml")
 
 
-def _submit_options(cluster: Cluster, pythons: dict[str, Path]) -> list[str]:
+def _submit_options(cluster: Cluster, pythons: dict[str, Path],
+                    ui_port: int | None = None) -> list[str]:
+    """spark-submit options of the test's applications; the driver's UI (and its REST API)
+    only with ``ui_port``."""
+    ui = ["spark.ui.enabled=false"] if ui_port is None else \
+        ["spark.ui.enabled=true", f"spark.ui.port={ui_port}"]
     return ["--master", cluster.master_url,
             "--driver-memory", "2g", "--executor-memory", "1g", "--executor-cores", "1",
             "--conf", "spark.cores.max=2",
@@ -247,7 +256,7 @@ def _submit_options(cluster: Cluster, pythons: dict[str, Path]) -> list[str]:
             "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=120s",
             "--conf", f"spark.pyspark.python={pythons['executor']}",
             "--conf", f"spark.pyspark.driver.python={pythons['driver']}",
-            "--conf", "spark.ui.enabled=false",
+            *(a for conf in ui for a in ("--conf", conf)),
             # the driver runs in the checkout (scripts/submit.sh cds there): keep it clean
             "--conf", f"spark.sql.warehouse.dir={cluster.tmp / 'spark-warehouse'}"]
 
@@ -338,20 +347,28 @@ def test_executors_import_the_shipped_zip(cluster, probe):
     assert used == {"worker-1", "worker-2"}, executors
 
 
-def test_cluster_run_matches_local_run(spark, cluster, pythons, inputs):
-    from pyspark.testing import assertDataFrameEqual
+@dataclass
+class CleanRuns:
+    """The pipeline run on the cluster (submitted) and, meanwhile, in local mode."""
 
+    local_cfg: Any
+    cluster_cfg: Any
+    summary: Any        # the local run's RunSummary
+    out: str            # the cluster driver's stdout
+    app: dict           # the cluster run's application, as the master lists it
+    seconds: float      # the cluster run's wall time (the local run ran meanwhile)
+
+
+@pytest.fixture(scope="module")
+def clean_runs(spark, cluster: Cluster, pythons: dict[str, Path], inputs: Path) -> CleanRuns:
+    """Submit the pipeline to the cluster; run it in local mode in this process meanwhile."""
     from cvm_spark.config import load_config
     from cvm_spark.pipeline.runner import run_snapshot
-    from cvm_spark.storage.delta import table_path
 
     wh_cluster, wh_local = cluster.tmp / "wh-cluster", cluster.tmp / "wh-local"
-    cmd = ["bash", str(ROOT / "scripts" / "submit.sh"), "--dist", str(cluster.tmp / "dist"),
-           *_submit_options(cluster, pythons), "--",
-           "run", "--config", str(inputs), "--run-id", RUN_ID,
-           "--set", f"output.warehouse={wh_cluster}"]
+    cmd = _pipeline_command(cluster, _submit_options(cluster, pythons), inputs, wh_cluster)
     log = cluster.tmp / "submit.log"
-    deadline = time.monotonic() + PIPELINE_SECONDS
+    start = time.monotonic()
     proc = _launch(cmd, cluster.env, log)
     try:  # the local-mode reference runs meanwhile, in this process
         local_cfg = load_config(inputs, {"output.warehouse": str(wh_local)})
@@ -359,18 +376,175 @@ def test_cluster_run_matches_local_run(spark, cluster, pythons, inputs):
     except BaseException:
         _stop(proc)
         raise
-    out = _finish(proc, log, deadline - time.monotonic(), "scripts/submit.sh")
-    assert "accounts scored" in out
+    out = _finish(proc, log, start + PIPELINE_SECONDS - time.monotonic(), "scripts/submit.sh")
+    seconds = time.monotonic() - start
     apps = [a for a in cluster.state()["completedapps"] if a["name"] == "cvm-run"]
     assert [a["state"] for a in apps] == ["FINISHED"], apps  # it ran on the standalone master
+    return CleanRuns(local_cfg, load_config(inputs, {"output.warehouse": str(wh_cluster)}),
+                     summary, out, apps[0], seconds)
+
+
+def _pipeline_command(cluster: Cluster, options: list[str], inputs: Path,
+                      warehouse: Path) -> list[str]:
+    return ["bash", str(ROOT / "scripts" / "submit.sh"), "--dist", str(cluster.tmp / "dist"),
+            *options, "--", "run", "--config", str(inputs), "--run-id", RUN_ID,
+            "--set", f"output.warehouse={warehouse}"]
+
+
+def test_cluster_run_matches_local_run(spark, pythons, clean_runs):
+    from pyspark.testing import assertDataFrameEqual
+
+    from cvm_spark.pipeline.runner import PIPELINE_TABLES
+    from cvm_spark.storage.delta import table_path
+
+    runs = clean_runs
+    assert "accounts scored" in runs.out
     calls = Path(f"{pythons['executor']}.calls")
-    started = [c for c in calls.read_text().splitlines() if apps[0]["id"] in c] \
+    started = [c for c in calls.read_text().splitlines() if runs.app["id"] in c] \
         if calls.is_file() else []
-    print(f"executor Python processes started by the pipeline: {len(started)}")
-    assert summary.rows_written["rfm"] > 250
-    cluster_cfg = load_config(inputs, {"output.warehouse": str(wh_cluster)})
-    for table in TABLES:
-        local = spark.read.format("delta").load(table_path(local_cfg.output, table))
-        on_cluster = spark.read.format("delta").load(table_path(cluster_cfg.output, table))
-        assert on_cluster.count() == summary.rows_written[table] > 0, table
+    print(f"executor Python processes started by the pipeline: {len(started)}; "
+          f"cluster run {runs.seconds:.0f}s (the local run meanwhile)")
+    assert runs.summary.rows_written["rfm"] > 250
+    for table in PIPELINE_TABLES:
+        local = spark.read.format("delta").load(table_path(runs.local_cfg.output, table))
+        on_cluster = spark.read.format("delta").load(table_path(runs.cluster_cfg.output, table))
+        assert on_cluster.count() == runs.summary.rows_written[table] > 0, table
         assertDataFrameEqual(on_cluster, local)
+
+
+# the pipeline stage in which an executor is killed (its Spark jobs are described "cvm features")
+FAULT_STAGES = ("features",)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the executor's process is found in /proc")
+def test_lost_executor_mid_features_run_completes_once(spark, cluster, pythons, inputs,
+                                                        clean_runs):
+    """kill -9 of one worker's executor JVM while a task of the features stage runs on it:
+    Spark re-runs the lost task, the worker starts a replacement executor, the run
+    completes, every table equals the clean cluster run's and run_log has the run once.
+
+    The kill is timed from the driver's REST API; what Spark did is read from the
+    application's event log afterwards (tests/executor_fault.py)."""
+    from executor_fault import EXECUTOR_CLASS, executor_loss, kill_executor_during
+
+    from cvm_spark.pipeline.profiling import read_events
+
+    warehouse, events = cluster.tmp / "wh-faulted", cluster.tmp / "events-faulted"
+    events.mkdir()
+    ui_port = _free_port()
+    options = [*_submit_options(cluster, pythons, ui_port),
+               *(a for conf in ("spark.eventLog.enabled=true", f"spark.eventLog.dir={events}",
+                                "spark.eventLog.compress=false",
+                                "spark.eventLog.rolling.enabled=false")
+                 for a in ("--conf", conf))]
+    log = cluster.tmp / "faulted.log"
+    start = time.monotonic()
+    proc = _launch(_pipeline_command(cluster, options, inputs, warehouse), cluster.env, log)
+    try:
+        kill = kill_executor_during(f"http://127.0.0.1:{ui_port}", FAULT_STAGES, proc,
+                                    log.with_suffix(".out"), start + PIPELINE_SECONDS)
+    except BaseException:
+        _stop(proc)
+        raise
+    out = _finish(proc, log, start + PIPELINE_SECONDS - time.monotonic(), "the faulted run")
+    seconds = time.monotonic() - start
+    assert "accounts scored" in out
+
+    # the killed process was an executor of this application, launched by one of our workers
+    app = next(a for a in cluster.state()["completedapps"] if a["id"] == kill.app_id)
+    assert app["name"] == "cvm-run" and app["state"] == "FINISHED", app
+    assert kill.app_id != clean_runs.app["id"]
+    assert EXECUTOR_CLASS in kill.command, kill.command
+    workers = {p.pid: log_ for p, log_ in cluster.procs[1:]}
+    assert kill.parent_pid in workers, (kill.parent_pid, workers)
+    assert not Path(f"/proc/{kill.pid}").exists()
+
+    # Spark lost the executor with a task of the stage running on it, re-ran that task and
+    # got a replacement executor from the same worker, which then ran tasks
+    loss = executor_loss(read_events(events / kill.app_id))
+    assert list(loss.removed) == [kill.executor_id], loss.removed
+    reason, removed_at = loss.removed[kill.executor_id]
+    lost = loss.failed(kill.executor_id)
+    replacements = [e for e, added_at in loss.added.items() if added_at > removed_at]
+    worker = workers[kill.parent_pid]
+    tasks_per_executor = {e: loss.tasks_on(e) for e in loss.added}
+    print(f"killed executor {kill.executor_id} (pid {kill.pid}, {worker.stem}) "
+          f"{kill.at_seconds:.1f}s into the run, in {kill.cvm_stage} (Spark stages "
+          f"{kill.spark_stages}, {kill.active_tasks} task(s) running on it); removed: "
+          f"{reason!r}; lost tasks: {lost}; their re-runs: {[loss.rerun(t) for t in lost]}; "
+          f"replacements: {replacements}; tasks per executor: {tasks_per_executor}; "
+          f"re-submitted stages: {loss.resubmitted}")
+    assert reason == "Command exited with code 137", reason  # 128 + SIGKILL
+    assert lost, f"no task failed on executor {kill.executor_id}"
+    for task in lost:
+        assert task.cvm_stage in FAULT_STAGES and task.reason.startswith(
+            "ExecutorLostFailure"), task
+        assert loss.rerun(task) is not None, f"{task} was not re-run"
+    assert len(replacements) == 1, loss.added
+    assert loss.workers[replacements[0]] == loss.workers[kill.executor_id], loss.workers
+    assert f"launch executor {kill.app_id}/{replacements[0]} " in worker.read_text()
+    assert loss.tasks_on(replacements[0]) > 0
+
+    _check_tables_and_run_log(spark, inputs, warehouse, clean_runs)
+    replaced = loss.added[replacements[0]] - removed_at
+    print(f"faulted run {seconds:.0f}s, clean cluster run {clean_runs.seconds:.0f}s (the "
+          f"local run meanwhile); the replacement executor registered {replaced:.1f}s after "
+          f"the loss")
+
+
+def _check_tables_and_run_log(spark, inputs: Path, warehouse: Path, clean: CleanRuns) -> None:
+    """Every table of the run into ``warehouse`` equals the clean cluster run's; its run_log
+    has the run once (one run id, run_seq 1, each item once) with the clean run's rows but
+    for start time, stage times and config fingerprint (which covers the warehouse path);
+    no lock or work area is left."""
+    from pyspark.sql import functions as F
+    from pyspark.testing import assertDataFrameEqual
+
+    from cvm_spark.config import load_config
+    from cvm_spark.pipeline.runner import PIPELINE_TABLES
+    from cvm_spark.storage.delta import table_path
+
+    cfg = load_config(inputs, {"output.warehouse": str(warehouse)})
+
+    def read(c, table: str):
+        return spark.read.format("delta").load(table_path(c.output, table))
+
+    for table in PIPELINE_TABLES:
+        assertDataFrameEqual(read(cfg, table), read(clean.cluster_cfg, table))
+    faulted, reference = read(cfg, "run_log"), read(clean.cluster_cfg, "run_log")
+    assert [tuple(r) for r in faulted.select("run_id", "run_seq").distinct().collect()] \
+        == [(RUN_ID, 1)]
+    assert faulted.groupBy("item_kind", "item_name").count() \
+        .where(F.col("count") > 1).count() == 0
+    varying = ("run_started_at", "stage_seconds", "config_fingerprint")
+    assertDataFrameEqual(faulted.drop(*varying), reference.drop(*varying))
+    # the month's lock released (the tables' write-guard files stay, empty), work area gone
+    assert not list((warehouse / "_locks").rglob("snapshot_month=*.lock"))
+    assert not list((warehouse / "_work").rglob("*.parquet"))
+    seconds = {name: {r["item_name"]: round(r["stage_seconds"], 1) for r in df.where(
+        F.col("item_kind") == "stage").collect()} for name, df in
+        (("faulted", faulted), ("clean", reference))}
+    print(f"stage seconds: {seconds}")
+
+
+def test_the_kill_watch_fails_rather_than_pass_silently(tmp_path):
+    """The lost-executor test cannot pass without a kill: the watch raises when the stage has
+    passed, or the driver has exited, before a task of the stage was seen running."""
+    from executor_fault import kill_executor_during
+
+    nobody = f"http://127.0.0.1:{_free_port()}"   # no UI answers there
+    driver_log = tmp_path / "driver.out"
+    driver_log.write_text("... INFO cvm_spark.pipeline.runner: stage features: done in 9.9s\n")
+    driver = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(AssertionError, match="stage features ended before a task of it "
+                           r"was seen running.*never answered"):
+            kill_executor_during(nobody, FAULT_STAGES, driver, driver_log,
+                                 time.monotonic() + 30)
+    finally:
+        driver.kill()
+        driver.wait()
+    with pytest.raises(AssertionError, match=r"the driver exited \(-9\) before an executor"):
+        kill_executor_during(nobody, FAULT_STAGES, driver, tmp_path / "none",
+                             time.monotonic() + 30)
