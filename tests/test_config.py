@@ -130,3 +130,15 @@ def test_version_prints_code_spark_and_delta_without_a_session(monkeypatch, caps
     minor = ".".join(pyspark.__version__.split(".")[:2])
     assert re.fullmatch(rf"Delta (\S+) \(io\.delta:delta-spark_{re.escape(minor)}_2\.13:\1\)",
                         lines[2])
+
+
+@pytest.mark.parametrize("root, expected", [
+    ("hdfs://127.0.0.1:8020/landing/bank", "hdfs://127.0.0.1:8020/landing/bank/accounts"),
+    ("hdfs:///landing/bank/", "hdfs:///landing/bank/accounts"),
+    ("s3a://bucket/bank", "s3a://bucket/bank/accounts"),
+    ("data/sample", str(Path("data/sample") / "accounts")),
+])
+def test_input_locations_keep_the_uri_authority(root, expected):
+    from cvm_spark.config import InputsConfig
+
+    assert InputsConfig(root=root).location("accounts") == (expected, "parquet")
