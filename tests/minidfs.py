@@ -128,7 +128,7 @@ except (OSError, AttributeError):
     _PRCTL = None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGTERM when the parent dies (Linux), so no NameNode
     outlives a killed test run."""
     if _PRCTL is not None:
@@ -180,7 +180,7 @@ def start(base: Path, *, datanodes: int = 1, timeout: float = START_SECONDS) -> 
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_die_with_parent, cwd=base)
+                                preexec_fn=die_with_parent, cwd=base)
     cluster = MiniDfs("", proc, base, log)
     deadline = time.monotonic() + timeout
     try:

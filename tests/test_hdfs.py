@@ -186,7 +186,7 @@ def _launch(bank: Bank, cwd: Path) -> subprocess.Popen:
     with out.open("wb") as o, err.open("wb") as e:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=o, stderr=e,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=minidfs._die_with_parent)
+                                preexec_fn=minidfs.die_with_parent)
 
 
 def _stop(proc: subprocess.Popen) -> None:
