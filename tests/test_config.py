@@ -229,3 +229,15 @@ def test_thrift_settings_leave_the_fingerprint_alone():
     ldap = load_config(CONF, {"thrift": {"authentication": "ldap", "ldap": LDAP}})
     assert ldap.fingerprint() == plain.fingerprint()
     assert load_config(CONF, {"run_seed": 7}).fingerprint() != plain.fingerprint()
+
+
+@pytest.mark.parametrize("root, expected", [
+    ("hdfs://127.0.0.1:8020/landing/bank", "hdfs://127.0.0.1:8020/landing/bank/accounts"),
+    ("hdfs:///landing/bank/", "hdfs:///landing/bank/accounts"),
+    ("s3a://bucket/bank", "s3a://bucket/bank/accounts"),
+    ("data/sample", str(Path("data/sample") / "accounts")),
+])
+def test_input_locations_keep_the_uri_authority(root, expected):
+    from cvm_spark.config import InputsConfig
+
+    assert InputsConfig(root=root).location("accounts") == (expected, "parquet")

@@ -288,6 +288,28 @@ def test_catalog_database_folder_is_inside_the_warehouse(spark, base_config, tmp
     spark.sql("drop database cvm_priv_db")
 
 
+def test_cvm_points_the_default_database_folder_into_the_warehouse(base_config, tmp_path,
+                                                                    monkeypatch):
+    """The catalog's `default` database gets a folder at its first use; `cvm` puts it at
+    <warehouse>/_catalog (it was ./spark-warehouse of the working directory), unless the
+    config's spark section names a place."""
+    import argparse
+
+    from cvm_spark import cli
+    from cvm_spark.common import session
+
+    seen = {}
+    monkeypatch.setattr(session, "build_spark",
+                        lambda app, master=None, conf=None: seen.update(conf or {}))
+    output = replace(base_config.output, warehouse=str(tmp_path / "wh"))
+    cfg = replace(base_config, output=output)
+    cli._session(argparse.Namespace(master="local[1]"), cfg, "test")
+    assert seen["spark.sql.warehouse.dir"] == str((tmp_path / "wh" / "_catalog").resolve())
+    cli._session(argparse.Namespace(master="local[1]"),
+                 replace(cfg, spark={"spark.sql.warehouse.dir": "/elsewhere"}), "test")
+    assert seen["spark.sql.warehouse.dir"] == "/elsewhere"
+
+
 # --------------------------------------------------------------------------------------------
 # A pseudonymised run of the pipeline (on the shared e2e inputs)
 # --------------------------------------------------------------------------------------------

@@ -159,3 +159,13 @@ def test_local_python_workers_run_the_drivers_interpreter(spark, monkeypatch):
     monkeypatch.setenv("PYSPARK_PYTHON", "/opt/python/bin/python3")  # the user's choice wins
     build_spark("cvm-tests", master="local[2]")
     assert os.environ["PYSPARK_PYTHON"] == "/opt/python/bin/python3"
+
+
+def test_local_mode_does_not_wait_for_locality(spark):
+    """Local mode re-offers its cores only when a task starts or ends: a task waiting for a
+    locality level (a file on an HDFS DataNode's host) would wait for ever (tests/test_hdfs.py
+    hung so before ``spark.locality.wait`` was 0 in local mode)."""
+    from cvm_spark.common.session import LOCAL_CONF
+
+    assert LOCAL_CONF["spark.locality.wait"] == "0s"
+    assert spark.sparkContext.getConf().get("spark.locality.wait") == "0s"

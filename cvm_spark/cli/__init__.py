@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvm_spark.cli.parser import build_parser
-from cvm_spark.config import ConfigError, CvmConfig, load_config, parse_yaml
+from cvm_spark.config import CATALOG_DIR, ConfigError, CvmConfig, load_config, parse_yaml
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -156,7 +156,11 @@ def _session(args: argparse.Namespace, cfg: CvmConfig, app: str,
     master = args.master
     if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
         master = "local[*]"  # plain `python`: not launched by spark-submit
-    return build_spark(app, master=master, conf={**cfg.spark, **(extra or {})})
+    # the catalog's `default` database gets a folder at the first catalog use: inside the
+    # warehouse, not ./spark-warehouse of the working directory (the catalog is in-memory, so
+    # nothing else uses it; the config's spark section can still name another place)
+    catalog = {"spark.sql.warehouse.dir": cfg.output.location(CATALOG_DIR)}
+    return build_spark(app, master=master, conf={**catalog, **cfg.spark, **(extra or {})})
 
 
 def _profile(spark, summary) -> str:

@@ -51,9 +51,17 @@ DEFAULT_CONF: dict[str, str] = {
 # Spark's default partition count (200) and adaptive execution coalesces them to ~64 MB
 # each: a fixed small count (8) made 1,000,000-account runs sort and spill 1 GB partitions
 # until the heap ran out.
+#
+# No delay scheduling in local mode: its one executor is every task's only choice, and local
+# mode re-offers its cores only when a task starts or ends (cluster schedulers also re-offer
+# every second). With files on HDFS, scan tasks prefer the DataNodes' hosts and shuffle reads
+# the executor's; once the tasks that can run at the preferred level end, the rest wait for a
+# re-offer after the locality wait that never comes, and the job hangs (seen with inputs and
+# warehouse on HDFS: a stage of two tasks, one done, one never launched).
 LOCAL_CONF: dict[str, str] = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.driver.memory": "4g",
+    "spark.locality.wait": "0s",
 }
 
 

@@ -48,9 +48,18 @@ class InputsConfig:
               f"known: {sorted(INPUT_TABLES)}")
 
     def location(self, table: str) -> tuple[str, str]:
-        """Return ``(path, format)`` of an input table."""
+        """Return ``(path, format)`` of an input table.
+
+        A URI root (``hdfs://namenode:8020/landing``, ``s3a://bucket/x``) is joined as text:
+        ``pathlib`` would fold its ``//`` and lose the authority (``hdfs:/namenode:8020/...``).
+        """
         override = self.tables.get(table, TableInput())
-        path = override.path or str(Path(self.root) / table)
+        if override.path:
+            path = override.path
+        elif "://" in self.root:
+            path = f"{self.root.rstrip('/')}/{table}"
+        else:
+            path = str(Path(self.root) / table)
         return path, override.format or self.format
 
 

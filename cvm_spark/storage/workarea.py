@@ -47,6 +47,17 @@ def remove_tree(spark: SparkSession, location: str) -> None:
     fs.delete(path, True)
 
 
+def remove_if_empty(spark: SparkSession, location: str) -> None:
+    """Delete a folder if it exists and holds nothing (local or any Hadoop file system)."""
+    if is_local(location):
+        with contextlib.suppress(OSError):
+            local_path(location).rmdir()
+        return
+    fs, path = hadoop_file(spark, location)
+    if fs.exists(path) and fs.getFileStatus(path).isDirectory() and len(fs.listStatus(path)) == 0:
+        fs.delete(path, False)
+
+
 class WorkArea:
     """The folder of one run's intermediate results (:func:`WorkArea.materialize`).
 
@@ -73,9 +84,7 @@ class WorkArea:
     def cleanup(self) -> None:
         """Remove the run's folder (and the month's, when no other run's is in it)."""
         remove_tree(self.spark, self.root)
-        if is_local(self.month_dir):
-            with contextlib.suppress(OSError):
-                local_path(self.month_dir).rmdir()
+        remove_if_empty(self.spark, self.month_dir)
 
     def path(self, name: str) -> str:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
