@@ -12,7 +12,7 @@ once with Maven (``mvn dependency:copy``) into ``~/.cache/cvm_spark/minicluster-
 (or ``$CVM_MINICLUSTER_JARS``), plus Hadoop's shaded client and the logging jars from
 pyspark's ``jars/`` folder. Nothing is compiled.
 
-Run by hand to try the job on HDFS (stops with Ctrl-C)::
+Run by hand to try the job on HDFS (stops with Ctrl-C or ``kill``)::
 
     python tests/minidfs.py /tmp/minidfs      # prints hdfs://127.0.0.1:<port>
 """
@@ -201,8 +201,14 @@ def start(base: Path, *, datanodes: int = 1, timeout: float = START_SECONDS) -> 
         raise
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
     base = Path(argv[0] if argv else "minidfs").resolve()
+    # Ctrl-C and kill both stop the cluster (a background job may ignore SIGINT)
+    signal.signal(signal.SIGTERM, _interrupt)
     cluster = start(base)
     print(cluster.uri, flush=True)
     try:
