@@ -140,7 +140,6 @@ if [ -z "$cp_ok" ]; then
 fi
 SUBMIT=("$SPARK_BIN/spark-submit" --master "$MASTER" --name cvm-thrift
   --packages "$DELTA" --driver-class-path "$driver_cp"
-  --conf "spark.sql.warehouse.dir=$RUN_DIR/spark-warehouse"
   --driver-java-options "-Djava.io.tmpdir=$RUN_DIR/tmp -Dderby.stream.error.file=$RUN_DIR/derby.log"
   "${EXTRA[@]}"
   "$ROOT/jobs/cvm_job.py" thrift --host "$HOST" --port "$PORT" "${CVM_ARGS[@]}")

@@ -256,9 +256,9 @@ def _submit_options(cluster: Cluster, pythons: dict[str, Path],
             "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=120s",
             "--conf", f"spark.pyspark.python={pythons['executor']}",
             "--conf", f"spark.pyspark.driver.python={pythons['driver']}",
-            *(a for conf in ui for a in ("--conf", conf)),
-            # the driver runs in the checkout (scripts/submit.sh cds there): keep it clean
-            "--conf", f"spark.sql.warehouse.dir={cluster.tmp / 'spark-warehouse'}"]
+            # (no spark.sql.warehouse.dir: cvm puts the catalog's folder in
+            # <warehouse>/_catalog, and its session setting wins over --conf)
+            *(a for conf in ui for a in ("--conf", conf))]
 
 
 def _launch(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

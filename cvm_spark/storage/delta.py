@@ -285,11 +285,11 @@ def _normalise_location(location: str) -> str:
 def create_database(spark: SparkSession, output: OutputConfig) -> None:
     """``CREATE DATABASE IF NOT EXISTS <database>`` with its folder inside the warehouse.
 
-    The catalog creates a folder for a new database (by default under
-    ``spark.sql.warehouse.dir``, i.e. ``./spark-warehouse`` of the working directory); it is
-    put at ``<warehouse>/_catalog/<database>.db`` so every write stays inside
-    ``output.warehouse``. The tables themselves are external (their own locations), and
-    that folder stays empty.
+    The catalog creates a folder for a new database (under ``spark.sql.warehouse.dir``,
+    which ``cvm`` points at ``<warehouse>/_catalog``; Spark's default is ``./spark-warehouse``
+    of the working directory); it is put at ``<warehouse>/_catalog/<database>.db`` so every
+    write stays inside ``output.warehouse``. The tables themselves are external (their own
+    locations), and that folder stays empty.
     """
     location = output.location(CATALOG_DIR, f"{output.database}.db")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {output.database} "
