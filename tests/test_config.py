@@ -43,6 +43,18 @@ def test_shipped_config_loads():
         {"column": "lifecycle_stage", "op": "in", "value": ["new", "churn"]}]}]},
      r"tiers\.campaigns\[0\]\.conditions\[0\]\.value names lifecycle stage\(s\) "
      r"\['churn'\] that do not exist; the stages are \['potential'"),
+    ({"value.no_evidence_rank": "middle"}, r"value\.no_evidence_rank must be one of"),
+    ({"tiers.dormancy_months": 0}, r"tiers\.dormancy_months must be in 1\.\.120"),
+    ({"tiers.dormancy_months": 5}, r"tiers\.dormancy_months \(5\) must be one of "
+                                   r"features\.windows_months"),
+    ({"tiers.tiers": [{"name": "all", "value_levels": [], "loyalty_bands": [],
+                       "credit_grades": [], "channel": "c", "service_level": "s",
+                       "label_en": "a", "label_zh": "a", "require_active": True}]},
+     r"the last tier \(all\) must have no conditions"),
+    ({"tiers.tiers": [{"name": "top", "value_levels": [], "loyalty_bands": [],
+                       "credit_grades": [], "channel": "c", "service_level": "s",
+                       "label_en": "a", "label_zh": "a", "min_value_pct": 100}]},
+     r"tiers\.tiers\[0\]\.min_value_pct must be null or in \(0, 100\)"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -61,6 +61,7 @@ def test_every_output_table_is_declared_and_every_column_has_a_comment(base_conf
 def test_declarations_follow_the_config(base_config, tmp_path):
     cfg = _config(base_config, tmp_path, **{
         "features.windows_months": [2, 12], "rfm.window_months": 12,
+        "tiers.dormancy_months": 12,
         "credit.quarter_months": 4, "privacy.pseudonymise": True})
     features = table_columns("features", cfg)
     assert "income_2m" in features and "income_3m" not in features

@@ -278,6 +278,11 @@ def test_render_without_run_log_metrics_or_previous_snapshot_is_stable():
     page = render_html(data)
     assert 'id="arpu"' in page and 'id="risk"' in page
     assert "<td>arrears</td><td>3</td><td>1</td>" in re.sub(r' class="[a-z]*"', "", page)
+    # the tier table: accounts and money, each with its share, and money per account
+    data.tier_money = {"gold": 600.0, "copper": 400.0}
+    plain = re.sub(r' class="[a-z]*"', "", render_html(data))
+    assert "<td>gold</td><td>2</td><td>28.6%</td><td>600</td><td>60.0%</td><td>300</td>" in plain
+    assert "<td>copper</td><td>5</td><td>71.4%</td><td>400</td><td>40.0%</td><td>80</td>" in plain
 
 
 @pytest.mark.e2e

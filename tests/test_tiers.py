@@ -8,24 +8,27 @@ from datetime import date
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from cvm_spark.segments.tiers import assign_tiers, campaign_targets
+from cvm_spark.segments.tiers import add_tiers, assign_tiers, campaign_targets, fit_abc
 
 S = date(2024, 12, 1)
 COLS = ("snapshot_month date, account_id string, contribution_value double, "
         "contribution_value_pct double, contribution_money double, current_value_pct double, "
         "loyalty_band string, "
         "credit_grade string, tenure_months int, recency_days int, is_closed boolean, "
-        "income_trend_6m double, arpu_12m double, income_volatility_12m double")
+        "income_trend_6m double, arpu_12m double, income_volatility_12m double, "
+        "income_6m double")
 
 
 def _scores(spark, rows):
     defaults = dict(cv=1.0, pct=10.0, money=1.0, cur=10.0, band="average", grade="B",
-                    tenure=36, recency=5, closed=False, trend=0.0, arpu=100.0, vol=0.1)
+                    tenure=36, recency=5, closed=False, trend=0.0, arpu=100.0, vol=0.1,
+                    income=0.0)
     out = []
     for account, overrides in rows:
         v = {**defaults, **overrides}
         out.append((S, account, v["cv"], v["pct"], v["money"], v["cur"], v["band"], v["grade"],
-                    v["tenure"], v["recency"], v["closed"], v["trend"], v["arpu"], v["vol"]))
+                    v["tenure"], v["recency"], v["closed"], v["trend"], v["arpu"], v["vol"],
+                    v["income"]))
     return spark.createDataFrame(out, COLS)
 
 
@@ -69,42 +72,81 @@ def test_abc_all_zero_is_c(spark, base_config):
 
 
 def test_tier_rules_at_their_boundaries(spark, base_config):
+    """Bands on the contribution value percentile (97 / 90 / 70), loyalty, credit (a missing
+    grade is unknown: not gold or silver, but diamond) and the dormancy guard (no transaction
+    for more than 6 x 30 days and no positive income_6m, or closed: not gold or silver)."""
     rows = [
-        ("gold", {"pct": 80.0, "band": "fairly_high", "grade": "B"}),
-        ("gold_no_credit", {"pct": 95.0, "band": "high", "grade": None}),
-        ("silver", {"pct": 80.0, "band": "high", "grade": "C"}),
-        ("diamond_medium", {"pct": 50.0, "band": "high", "grade": "A"}),
-        ("copper_pct", {"pct": 49.99, "band": "high", "grade": "A"}),
+        ("gold", {"pct": 97.0, "band": "fairly_high", "grade": "B", "recency": 180}),
+        ("silver_pct", {"pct": 96.99, "band": "high", "grade": "A"}),
+        ("silver_credit", {"pct": 97.0, "band": "high", "grade": "C"}),
+        ("diamond_no_credit", {"pct": 99.0, "band": "high", "grade": None}),
+        ("diamond_dormant", {"pct": 99.0, "band": "high", "grade": "A", "recency": 181}),
+        ("diamond_never", {"pct": 99.0, "band": "high", "grade": "A", "recency": None}),
+        ("gold_income_only", {"pct": 99.0, "band": "high", "grade": "A", "recency": None,
+                              "income": 0.01}),
+        ("diamond_closed_income", {"pct": 99.0, "band": "high", "grade": "A", "closed": True,
+                                   "income": 50.0}),
+        ("diamond_closed", {"pct": 99.0, "band": "high", "grade": "A", "closed": True}),
+        ("diamond_low", {"pct": 70.0, "band": "high", "grade": "A"}),
+        ("copper_pct", {"pct": 69.99, "band": "high", "grade": "A"}),
         ("copper_loyalty", {"pct": 99.0, "band": "average", "grade": "A"}),
         ("copper_credit", {"pct": 99.0, "band": "high", "grade": "D"}),
     ]
     actual = _tiers(spark, base_config, rows).select(
         "account_id", "value_level", "tier", "tier_label_zh", "contact_channel",
         "service_level", "value_risk_label")
+    gold = ("gold_diamond", "金钻", "relationship_manager_visit", "vip_channel")
+    silver = ("silver_diamond", "银钻", "relationship_manager_call", "priority")
+    diamond = ("diamond", "钻", "call_centre", "normal")
+    copper = ("copper", "铜", "sms", "low_priority")
     expected = spark.createDataFrame([
-        ("gold", "high", "gold_diamond", "金钻", "relationship_manager_visit", "vip_channel",
-         "protect"),
-        ("gold_no_credit", "high", "gold_diamond", "金钻", "relationship_manager_visit",
-         "vip_channel", "protect"),
-        ("silver", "high", "silver_diamond", "银钻", "relationship_manager_call", "priority",
-         "protect"),
-        ("diamond_medium", "medium", "diamond", "钻", "call_centre", "normal", "develop"),
-        ("copper_pct", "low", "copper", "铜", "sms", "low_priority", "develop"),
-        ("copper_loyalty", "high", "copper", "铜", "sms", "low_priority", "protect"),
-        ("copper_credit", "high", "copper", "铜", "sms", "low_priority", "secure"),
+        ("gold", "high", *gold, "protect"),
+        ("silver_pct", "high", *silver, "protect"),
+        ("silver_credit", "high", *silver, "protect"),
+        ("diamond_no_credit", "high", *diamond, "protect"),
+        ("diamond_dormant", "high", *diamond, "protect"),
+        ("diamond_never", "high", *diamond, "protect"),
+        ("gold_income_only", "high", *gold, "protect"),
+        ("diamond_closed_income", "high", *diamond, "protect"),
+        ("diamond_closed", "high", *diamond, "protect"),
+        ("diamond_low", "medium", *diamond, "develop"),
+        ("copper_pct", "medium", *copper, "develop"),
+        ("copper_loyalty", "high", *copper, "protect"),
+        ("copper_credit", "high", *copper, "secure"),
     ], actual.schema)
     assertDataFrameEqual(actual, expected)
 
 
 def test_tier_reason_says_why(spark, base_config):
-    rows = [("s", {"pct": 85.0, "band": "high", "grade": "C"}),
+    rows = [("s", {"pct": 98.0, "band": "high", "grade": "C"}),
+            ("d", {"pct": 99.0, "band": "high", "grade": None, "recency": 200}),
             ("c", {"pct": 20.0, "band": "low", "grade": "E"})]
     reasons = {r.account_id: r.tier_reason for r in _tiers(spark, base_config, rows).collect()}
-    assert reasons["s"] == "value high (p85.0), loyalty high, credit C; not gold_diamond: " \
-                           "credit not in A|B"
-    assert reasons["c"] == ("value low (p20.0), loyalty low, credit E; not diamond: value not "
-                            "in high|medium, loyalty not in high|fairly_high, credit not in "
-                            "A|B|C")
+    assert reasons == {
+        "s": "value high (p98.0), loyalty high, credit C; not gold_diamond: credit not in A|B",
+        "d": "value high (p99.0), loyalty high, credit unknown; not silver_diamond: credit not "
+             "in A|B|C, no activity for 6+ months or closed",
+        "c": "value low (p20.0), loyalty low, credit E; not diamond: value below p70, loyalty "
+             "not in high|fairly_high, credit not in A|B|C|unknown"}
+
+
+def test_unknown_grade_and_dormancy_guard_are_configurable(spark, base_config):
+    """A bank that admits ungraded accounts to gold (``unknown`` in its credit grades) and
+    calls 3 months without a transaction and without income (income_3m) dormant."""
+    tiers = base_config.tiers
+    gold = replace(tiers.tiers[0], credit_grades=["A", "B", "unknown"])
+    cfg = replace(base_config, tiers=replace(tiers, dormancy_months=3,
+                                             tiers=[gold, *tiers.tiers[1:]]))
+    rows = [("ungraded", {"pct": 99.0, "band": "high", "grade": None}),
+            ("quiet_91d", {"pct": 99.0, "band": "high", "grade": "A", "recency": 91}),
+            ("quiet_90d", {"pct": 99.0, "band": "high", "grade": "A", "recency": 90})]
+    scores = _scores(spark, rows).withColumnRenamed("income_6m", "income_3m")
+    abc = fit_abc(scores, cfg.tiers.abc.measure, cfg.tiers)
+    assigned = add_tiers(scores, cfg.tiers, "income_trend_6m", "arpu_12m",
+                         "income_volatility_12m", abc)
+    got = {r.account_id: (r.tier, r.credit_grade_used) for r in assigned.collect()}
+    assert got == {"ungraded": ("gold_diamond", "unknown"), "quiet_91d": ("diamond", "A"),
+                   "quiet_90d": ("gold_diamond", "A")}
 
 
 STAGE_CASES = [
@@ -172,11 +214,16 @@ def test_tier_summary_by_abc_class(spark, base_config):
     assigned = tiers.select("*", F.lit("Loyal").alias("segment"),
                             F.lit(2.0).alias("current_value"), F.lit(1.0).alias("future_value"))
     got = tier_summary(assigned).select("abc_class", "accounts", "total_contribution_money",
-                                        "total_current_value")
+                                        "mean_contribution_money", "total_current_value",
+                                        "share_of_accounts", "share_of_contribution_money")
+    # money 100 over 5 accounts: A holds 2 accounts (0.4) and 80 (0.8), B 2 (0.4) and 16,
+    # C 1 (0.2) and 4
     expected = spark.createDataFrame(
-        [("A", 2, 80.0, 4.0), ("B", 2, 16.0, 4.0), ("C", 1, 4.0, 2.0)],
+        [("A", 2, 80.0, 40.0, 4.0, 0.4, 0.8), ("B", 2, 16.0, 8.0, 4.0, 0.4, 0.16),
+         ("C", 1, 4.0, 4.0, 2.0, 0.2, 0.04)],
         "abc_class string, accounts long, total_contribution_money double, "
-        "total_current_value double")
+        "mean_contribution_money double, total_current_value double, "
+        "share_of_accounts double, share_of_contribution_money double")
     assertDataFrameEqual(got, expected)
 
 
@@ -187,7 +234,8 @@ TELECOM_COLS = ("snapshot_month date, account_id string, contribution_value doub
                 "current_value_pct double, loyalty_band string, credit_grade string, "
                 "tenure_months int, recency_days int, is_closed boolean, income_trend_6m double, "
                 "arpu_12m double, income_volatility_12m double, arpu_3m double, "
-                "overdue_amount double, payment_method string, bad_debt boolean")
+                "overdue_amount double, payment_method string, bad_debt boolean, "
+                "income_3m double")
 
 
 def _telecom_tiers(spark, cfg, rows):
@@ -198,7 +246,7 @@ def _telecom_tiers(spark, cfg, rows):
         v = {**defaults, **o}
         out.append((S, account, 1.0, v["pct"], 1.0, 50.0, "high", v["grade"], 36, 5, False,
                     v["trend"] * (v["arpu"] or 0.0), v["arpu"], 0.1, v["arpu"], v["overdue"],
-                    v["method"], v["bad"]))
+                    v["method"], v["bad"], 0.0))
     return assign_tiers(spark.createDataFrame(out, TELECOM_COLS), cfg.tiers, "income_trend_6m",
                         "arpu_12m", "income_volatility_12m")
 

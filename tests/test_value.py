@@ -146,6 +146,28 @@ def test_percentile_scale_and_contribution(spark):
     assert got["d"].cv == pytest.approx(expected_d)
 
 
+def test_no_evidence_ranks_at_the_bottom_of_its_tie(spark):
+    """10 accounts, 6 without spend (0): with 9 cut points (the values at positions 1..9:
+    0 x 6, 10, 20, 20) the zeros' mid-rank is (0 + 6) / 2 / 9 = 33.33; at the bottom they
+    take #cuts < 0 = 0. The others keep their mid-ranks: 10 -> 6.5 / 9, 20 -> 8 / 9, 40 -> 1.
+    With one loss-making account (-5; cuts -5, 0 x 5, 10, 20, 20) the zeros take 1 / 9 (the
+    bottom of their tie) and the loss ranks below them, (0 + 1) / 2 / 9."""
+    spend = [0.0] * 6 + [10.0, 20.0, 20.0, 40.0]
+    df = spark.createDataFrame([(f"a{i}", v, -5.0 if i == 0 else v)
+                                for i, v in enumerate(spend)],
+                               "account_id string, spend double, profit double")
+
+    def ranks(bottom: bool) -> list[tuple[float, float]]:
+        out = percentile_scale(df, ["spend", "profit"], points=10, zero_at_bottom=bottom)
+        got = {r.account_id: (r.spend_pct, r.profit_pct) for r in out.collect()}
+        return [got[f"a{i}"] for i in range(10)]
+
+    others = [(72.2222, 72.2222), (88.8889, 88.8889), (88.8889, 88.8889), (100.0, 100.0)]
+    assert ranks(True) == [(0.0, 5.5556)] + [(0.0, 11.1111)] * 5 + others
+    # today's rule (value.no_evidence_rank: tie_middle): profit's zeros (1 + 6) / 2 / 9
+    assert ranks(False) == [(33.3333, 5.5556)] + [(33.3333, 38.8889)] * 5 + others
+
+
 def _mid_ranks(values: list[float | None], cuts: list[float], n: int) -> list[float | None]:
     """The mid-rank of each value among the cuts, by bisect (Spark's order: NaN is largest)."""
     def key(x: float) -> tuple[int, float]:

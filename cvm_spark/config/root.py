@@ -83,6 +83,10 @@ class CvmConfig:
               or self.tiers.arpu_class_months in self.features.windows_months,
               f"tiers.arpu_class_months ({self.tiers.arpu_class_months}) must be one of "
               f"features.windows_months {self.features.windows_months}")
+        check(self.tiers.dormancy_months in self.features.windows_months,
+              f"tiers.dormancy_months ({self.tiers.dormancy_months}) must be one of "
+              f"features.windows_months {self.features.windows_months} (the guard reads "
+              f"income_{self.tiers.dormancy_months}m)")
         if self.privacy.pseudonymise:
             on_id = [c.name for c in self.tiers.campaigns
                      if any(cond.column == ACCOUNT_ID for cond in c.conditions)]

@@ -60,7 +60,14 @@ class LifecycleConfig:
 
 @dataclass(frozen=True)
 class TierRule:
-    """A value tier: conditions (empty list = any) and how the bank serves it."""
+    """A value tier: conditions (empty list / null / false = any) and how the bank serves it.
+
+    ``min_value_pct``: the contribution value percentile must be at least this (the tier's
+    share of accounts: 97 keeps the tier within the top 3 %); ``credit_grades`` may name
+    ``tiers.no_credit_grade`` (``unknown``) to admit accounts without a grade;
+    ``require_active``: accounts closed, or without a transaction and without positive income
+    for ``tiers.dormancy_months`` months, are not eligible (the dormancy guard).
+    """
 
     name: str
     value_levels: list[str]
@@ -70,6 +77,17 @@ class TierRule:
     service_level: str
     label_en: str
     label_zh: str
+    min_value_pct: float | None = None
+    require_active: bool = False
+
+    def __post_init__(self) -> None:
+        check(self.min_value_pct is None or 0 < self.min_value_pct < 100,
+              f"min_value_pct must be null or in (0, 100), got {self.min_value_pct}")
+
+    @property
+    def has_conditions(self) -> bool:
+        return bool(self.value_levels or self.loyalty_bands or self.credit_grades
+                    or self.min_value_pct is not None or self.require_active)
 
 
 @dataclass(frozen=True)
@@ -169,7 +187,8 @@ class TiersConfig:
     high_value_pct: float = 80.0
     medium_value_pct: float = 50.0
     risky_credit_grades: list[str] = field(default_factory=lambda: ["D", "E"])
-    no_credit_grade: str = "B"
+    no_credit_grade: str = "unknown"
+    dormancy_months: int = 6
     credit_grade_column: str = "credit_grade_3m"
     growth_trend: float = 0.0
     abc: AbcConfig = field(default_factory=AbcConfig)
@@ -187,8 +206,10 @@ class TiersConfig:
               "need 0 < medium_value_pct < high_value_pct < 100")
         check(len(self.tiers) > 0, "tiers must not be empty")
         last = self.tiers[-1]
-        check(not (last.value_levels or last.loyalty_bands or last.credit_grades),
+        check(not last.has_conditions,
               f"tiers: the last tier ({last.name}) must have no conditions (it takes the rest)")
+        check(bool(self.no_credit_grade.strip()), "no_credit_grade must not be blank")
+        check(1 <= self.dormancy_months <= 120, "dormancy_months must be in 1..120")
         names = [t.name for t in self.tiers]
         check(len(set(names)) == len(names), f"tiers has duplicate names: {names}")
         for i, tier in enumerate(self.tiers):

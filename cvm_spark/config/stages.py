@@ -173,6 +173,9 @@ class ContributionWeights:
         return {k: float(getattr(self, k)) for k in CONTRIBUTION_PARTS}
 
 
+NO_EVIDENCE_RANKS = ("bottom", "tie_middle")
+
+
 @dataclass(frozen=True)
 class ValueConfig:
     """Current, historical, influence and contribution value (spec section 4)."""
@@ -187,9 +190,15 @@ class ValueConfig:
     influence_weights: InfluenceWeights = field(default_factory=InfluenceWeights)
     contribution_weights: ContributionWeights = field(default_factory=ContributionWeights)
     percentile_points: int = 1000
+    # how a component value of 0 (no income, no spend, no relations: no evidence) ranks:
+    # "bottom" = the lowest rank a 0 can take (#cuts < 0), "tie_middle" = the middle of the tie
+    no_evidence_rank: str = "bottom"
 
     def __post_init__(self) -> None:
         check(1 <= self.current_months <= 120, "current_months must be in 1..120")
+        check(self.no_evidence_rank in NO_EVIDENCE_RANKS,
+              f"no_evidence_rank must be one of {NO_EVIDENCE_RANKS}, got "
+              f"{self.no_evidence_rank!r}")
         check(0 < self.decay <= 1, f"decay must be in (0, 1], got {self.decay}")
         check(1 <= self.backfill_months <= 60, "backfill_months must be in 1..60")
         check(len(self.product_groups) > 0, "product_groups must not be empty")

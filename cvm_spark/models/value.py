@@ -269,14 +269,18 @@ def percentile_cuts(df: DataFrame, columns: list[str], points: int,
 
 def percentile_scale(df: DataFrame, columns: list[str], points: int,
                      accuracy: int = PERCENTILE_ACCURACY,
-                     cuts: dict[str, list[float]] | None = None) -> DataFrame:
+                     cuts: dict[str, list[float]] | None = None,
+                     zero_at_bottom: bool = False) -> DataFrame:
     """Add ``<col>_pct`` on 0..100: the approximate percentile rank of each value.
 
     Cut points are ``points - 1`` quantiles from one ``percentile_approx`` aggregate
     (:func:`percentile_cuts`, or ``cuts`` when the caller computed them in an aggregate of
     its own). The rank is the mid-rank ``(#cuts < v + #cuts <= v) / 2 / (points-1)`` so
-    tied values (many zeros) share the middle of their range. Nulls stay null. The counts
-    come from one binary search per value (:mod:`cvm_spark.common.cuts`).
+    tied values share the middle of their range. With ``zero_at_bottom`` a value of 0 (no
+    evidence: no income, spend or relations) takes the bottom of its tie instead,
+    ``#cuts < 0 / (points-1)``: 0 when no value is negative (``value.no_evidence_rank``).
+    Nulls stay null. The counts come from one binary search per value
+    (:mod:`cvm_spark.common.cuts`).
     """
     found = cuts if cuts is not None else percentile_cuts(df, columns, points, accuracy)
     points_of = {c: CutPoints(found[c]) for c in columns if found.get(c)}
@@ -286,9 +290,11 @@ def percentile_scale(df: DataFrame, columns: list[str], points: int,
     def pct(c: str) -> Column:
         if c not in points_of:
             return F.lit(None).cast("double")
-        v = F.col(c)
-        return F.when(v.isNotNull(),
-                      F.round(points_of[c].mid_rank(v, searches.get(c)) / n * 100.0, 4))
+        v, cp, search = F.col(c), points_of[c], searches.get(c)
+        rank = cp.mid_rank(v, search)
+        if zero_at_bottom:
+            rank = F.when(rank_value(v) == F.lit(0.0), cp.below(v, search)).otherwise(rank)
+        return F.when(v.isNotNull(), F.round(rank / n * 100.0, 4))
 
     return out.select(*df.columns, *[pct(c).alias(f"{c}_pct") for c in columns])
 

@@ -214,7 +214,8 @@ def _window_columns(cfg: CvmConfig) -> tuple[str, str, str]:
 def _base_columns(cfg: CvmConfig) -> list[str]:
     arpu_class = [f"arpu_{cfg.tiers.arpu_class_months}m"] if cfg.tiers.arpu_classes else []
     return list(dict.fromkeys([SNAPSHOT_MONTH, ACCOUNT_ID, "tenure_months", "recency_days",
-                               "is_closed", *_window_columns(cfg), *arpu_class]))
+                               "is_closed", *_window_columns(cfg), *arpu_class,
+                               f"income_{cfg.tiers.dormancy_months}m"]))  # dormancy guard
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,9 @@ def _value_components(frame: DataFrame, scored_base: DataFrame,
         *[F.coalesce(F.col(c), F.lit(undefined)).alias(c) if c in classes
           else F.col(c) for c in dict.fromkeys([*_base_columns(cfg), *raw_value_cols,
                                                 "segment"])]), "model_inputs")
-    scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points)
+    bottom = cfg.value.no_evidence_rank == "bottom"    # no evidence (0) ranks lowest
+    scaled = percentile_scale(inputs, SCALED + group_cols, cfg.value.percentile_points,
+                              zero_at_bottom=bottom)
     # written once: the contribution's cut points and the tiers both read it, and the
     # percentile projections of a dozen columns and the tier rules in one generated
     # method outgrow the JVM's 64 KB limit (codegen then falls back to interpreting)
@@ -307,7 +310,7 @@ def _value_components(frame: DataFrame, scored_base: DataFrame,
     # expression when both use the same points, which Spark then computes once)
     cuts = _contribution_cuts(scored, cfg)
     scores = percentile_scale(scored, ["contribution_value"], cfg.value.percentile_points,
-                              cuts={"contribution_value": cuts["pct"]})
+                              cuts={"contribution_value": cuts["pct"]}, zero_at_bottom=bottom)
     return scores, cuts
 
 

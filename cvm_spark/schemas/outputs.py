@@ -173,6 +173,12 @@ _FIXED: dict[str, str] = {
     "total_contribution_value": "Sum of contribution_value.",
     "mean_contribution_value": "Mean contribution_value.",
     "total_contribution_money": "Sum of contribution_money (currency).",
+    "mean_contribution_money": "Mean contribution_money (currency per account).",
+    "share_of_accounts": "The row's accounts / all accounts of the snapshot (a tier's share "
+                         "of accounts is the sum over its rows).",
+    "share_of_contribution_money": "The row's total_contribution_money / the snapshot's "
+                                   "(a tier's share of the money is the sum over its rows); "
+                                   "null when the snapshot's total is 0.",
     "total_current_value": "Sum of current_value.",
     "mean_current_value": "Mean current_value.",
     "total_future_value": "Sum of future_value.",

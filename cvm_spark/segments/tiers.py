@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from cvm_spark.common.cuts import CutPoints, Search, bucketize, quantiles
 from cvm_spark.config import CampaignCondition, QuadrantConfig, TierRule, TiersConfig
 from cvm_spark.schemas.inputs import ACCOUNT_ID, SNAPSHOT_MONTH
 from cvm_spark.schemas.outputs import LIFECYCLE_STAGES
-
-DAYS_PER_MONTH = 30
+from cvm_spark.segments.tier_rules import DAYS_PER_MONTH, guard_inactive, rule_match, tier_reason
 
 
 @dataclass(frozen=True)
@@ -89,24 +88,6 @@ def fit_abc(df: DataFrame, value: str, cfg: TiersConfig,
             for r in out.groupBy(bucket.alias("b")).agg(F.sum(value).alias("s")).collect()}
     a_start, b_start = _abc_starts(sums, cfg)
     return AbcFit(cut_points, a_start, b_start, value)
-
-
-def _in(col: str, values: list[str]) -> Column:
-    return F.lit(True) if not values else F.col(col).isin(values)
-
-
-def _rule_match(rule: TierRule) -> Column:
-    return (_in("value_level", rule.value_levels) & _in("loyalty_band", rule.loyalty_bands)
-            & _in("credit_grade_used", rule.credit_grades))
-
-
-def _why_not(rule: TierRule) -> Column:
-    def miss(col: str, values: list[str], what: str) -> Column:
-        return F.when(~_in(col, values), F.lit(f"{what} not in {'|'.join(values)}"))
-
-    return F.concat_ws(", ", miss("value_level", rule.value_levels, "value"),
-                       miss("loyalty_band", rule.loyalty_bands, "loyalty"),
-                       miss("credit_grade_used", rule.credit_grades, "credit"))
 
 
 def _pick(rules: list[TierRule], attr: str) -> Column:
@@ -205,7 +186,8 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
     Args:
         scores: one row per account with snapshot_month, account_id, contribution_value,
             contribution_value_pct, current_value_pct, loyalty_band, ``credit_grade_col``,
-            tenure_months, recency_days, is_closed and the trend/ARPU/volatility columns.
+            tenure_months, recency_days, is_closed, ``income_<tiers.dormancy_months>m`` (the
+            dormancy guard) and the trend/ARPU/volatility columns.
         trend_col, arpu_col, volatility_col: feature columns used for the relative income
             trend (trend / ARPU, per month) and volatility.
         abc: :func:`fit_abc` on ``scores``' contribution value.
@@ -228,23 +210,17 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
         .alias("value_level"),
         F.coalesce(F.col(credit_grade_col), F.lit(cfg.no_credit_grade))
         .alias("credit_grade_used"),
+        guard_inactive(cfg, f"income_{cfg.dormancy_months}m").alias("_inactive"),
         F.try_divide(F.col(trend_col), F.col(arpu_col)).alias("relative_trend"),
         arpu_class(cfg, arpu_class_col).alias("arpu_class"),
     )
     rules = cfg.tiers
-    tier = F.coalesce(*[F.when(_rule_match(r), F.lit(r.name)) for r in rules])
+    tier = F.coalesce(*[F.when(rule_match(r, cfg), F.lit(r.name)) for r in rules])
     staged = base.select("*", tier.alias("tier"),
                          lifecycle_stage(cfg, trend_col, volatility_col).alias("lifecycle_stage"))
     check_rule_columns(cfg, staged.columns, "risk_customers")
     staged = staged.select("*", risk_reasons(cfg).alias("risk_reasons"))
     at_risk = F.col("risk_reasons").isNotNull()
-    facts = F.format_string("value %s (p%.1f), loyalty %s, credit %s", F.col("value_level"),
-                            pct, F.coalesce(F.col("loyalty_band"), F.lit("n/a")),
-                            F.col("credit_grade_used"))
-    below = F.coalesce(*[F.when(F.col("tier") == rules[i].name,
-                                F.concat(F.lit(f"; not {rules[i - 1].name}: "),
-                                         _why_not(rules[i - 1])))
-                         for i in range(1, len(rules))], F.lit(""))
     risk_key = F.concat(F.when(F.col("value_level") == "high", F.lit("high"))
                         .otherwise(F.lit("low")), F.lit("_value_"),
                         F.when(F.col("credit_grade_used").isin(cfg.risky_credit_grades)
@@ -262,7 +238,7 @@ def add_tiers(scores: DataFrame, cfg: TiersConfig, trend_col: str, arpu_col: str
         _pick(rules, "label_zh").alias("tier_label_zh"),
         _pick(rules, "channel").alias("contact_channel"),
         _pick(rules, "service_level").alias("service_level"),
-        F.concat(facts, below).alias("tier_reason"),
+        tier_reason(cfg).alias("tier_reason"),
         "risk_reasons",
         (F.col("value_level").isin(cfg.risk_customers.value_levels) & at_risk)
         .alias("risk_customer"),
@@ -337,23 +313,35 @@ def campaign_targets(scores: DataFrame, cfg: TiersConfig) -> DataFrame:
 
 
 def tier_summary(assigned: DataFrame) -> DataFrame:
-    """Per snapshot x tier x RFM segment x ABC class: accounts, total and mean values (for
-    BI: the share of accounts and of money per ABC class are sums over these rows).
+    """Per snapshot x tier x RFM segment x ABC class: accounts, total and mean values, and
+    the row's share of the snapshot's accounts and contribution money (a tier's share is the
+    sum over its rows).
 
     Args:
         assigned: one row per account with the tier columns (:func:`add_tiers`), ``segment``,
             ``contribution_value``, ``contribution_money``, ``current_value`` and
             ``future_value``.
     """
-    return assigned.groupBy(SNAPSHOT_MONTH, "tier", "tier_label_en", "tier_label_zh",
+    rows = assigned.groupBy(SNAPSHOT_MONTH, "tier", "tier_label_en", "tier_label_zh",
                             "segment", "abc_class").agg(
         F.count(F.lit(1)).alias("accounts"),
         F.sum("contribution_value").alias("total_contribution_value"),
         F.avg("contribution_value").alias("mean_contribution_value"),
         F.sum("contribution_money").alias("total_contribution_money"),
+        F.avg("contribution_money").alias("mean_contribution_money"),
         F.sum("current_value").alias("total_current_value"),
         F.avg("current_value").alias("mean_current_value"),
         F.sum("future_value").alias("total_future_value"),
+    )
+    # the snapshot's totals over its few summary rows (tiers x segments x classes)
+    snapshot = Window.partitionBy(SNAPSHOT_MONTH).rowsBetween(
+        Window.unboundedPreceding, Window.unboundedFollowing)
+    return rows.select(
+        "*",
+        (F.col("accounts") / F.sum("accounts").over(snapshot)).alias("share_of_accounts"),
+        F.try_divide(F.col("total_contribution_money"),
+                     F.sum("total_contribution_money").over(snapshot))
+        .alias("share_of_contribution_money"),
     )
 
 

@@ -84,6 +84,24 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str =
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _tier_table(data: ReportData) -> str:
+    """Accounts and contribution money per tier, with each tier's share of both."""
+    total = sum(n for _, n in data.tiers) or 1
+    money = sum(data.tier_money.values())
+
+    def cells(tier: str, n: int) -> list[str]:
+        m = data.tier_money.get(tier)
+        if m is None:
+            return ["", "", ""]
+        share = f"{100 * m / money:.1f}%" if money else ""
+        return [f"{m:,.0f}", share, f"{m / n:,.0f}" if n else ""]
+
+    return _table(["tier", "accounts", "share", "contribution money", "share of money",
+                   "money per account"],
+                  [[_e(t), f"{n:,}", f"{100 * n / total:.1f}%", *cells(t, n)]
+                   for t, n in data.tiers], "tier-distribution")
+
+
 def _run_html(data: ReportData) -> str:
     if data.run is None:
         return '<p class="note">No run_log rows for this snapshot (written by cvm run).</p>'
@@ -240,12 +258,8 @@ def render_html(data: ReportData) -> str:
              '<p class="note">Aggregates of the Delta tables only: no account ids or account '
              'attributes. See docs/report.md for what each part shows.</p>',
              "<h2 id=\"run\">Run</h2>", _run_html(data)]
-    total = sum(n for _, n in data.tiers) or 1
     parts += ["<h2 id=\"tiers\">Tier distribution</h2>",
-              _img(plot_tiers(data), "accounts per tier"),
-              _table(["tier", "accounts", "share"],
-                     [[_e(t), f"{n:,}", f"{100 * n / total:.1f}%"] for t, n in data.tiers],
-                     "tier-distribution")]
+              _img(plot_tiers(data), "accounts per tier"), _tier_table(data)]
     parts += _abc_html(data)
     parts += _arpu_risk_html(data)
     parts += _kpi_html(data)

@@ -39,6 +39,8 @@ class ReportData:
     run_items: list[dict[str, Any]] = field(default_factory=list)  # its run_log rows
     runs_logged: int = 0
     tiers: list[tuple[str, int]] = field(default_factory=list)
+    # tier -> contribution money (currency; absent in a table written before it existed)
+    tier_money: dict[str, float] = field(default_factory=dict)
     lifecycle: list[tuple[str, int]] = field(default_factory=list)
     rfm: list[tuple[int, int, int, float | None]] = field(default_factory=list)
     centroids: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -173,9 +175,12 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
     output = cfg.output
     tiers = _snapshot_rows(spark, output, "tiers", snapshot)
     # tiers x lifecycle stages: a few dozen rows, both distributions from one aggregate
+    money = (F.sum("contribution_money") if tiers is not None
+             and "contribution_money" in tiers.columns else F.lit(None).cast("double"))
     cells = [] if tiers is None else [
-        (r["tier"], r["lifecycle_stage"], int(r["n"])) for r in
-        tiers.groupBy("tier", "lifecycle_stage").agg(F.count(F.lit(1)).alias("n")).collect()]
+        (r["tier"], r["lifecycle_stage"], int(r["n"]), r["m"]) for r in
+        tiers.groupBy("tier", "lifecycle_stage").agg(F.count(F.lit(1)).alias("n"),
+                                                     money.alias("m")).collect()]
     if not cells:
         raise ReportError(f"no tiers for snapshot {snapshot.isoformat()} in "
                           f"{table_path(output, 'tiers')}; run `cvm run` for it first")
@@ -183,9 +188,11 @@ def collect_report_data(spark: SparkSession, cfg: CvmConfig,
     data = ReportData(snapshot=snapshot)
     counts: dict[str, int] = {}
     stages: dict[str, int] = {}
-    for tier, stage, n in cells:
+    for tier, stage, n, m in cells:
         counts[tier] = counts.get(tier, 0) + n
         stages[stage] = stages.get(stage, 0) + n
+        if m is not None:
+            data.tier_money[tier] = data.tier_money.get(tier, 0.0) + m
     configured = [t.name for t in cfg.tiers.tiers]
     data.tier_order = configured + sorted(set(counts) - set(configured), key=str)
     data.tiers = [(t, counts[t]) for t in data.tier_order if t in counts]
