@@ -114,6 +114,23 @@ def test_csat_and_nps_by_hand(spark, base_config):
     assertDataFrameEqual(got, spark.createDataFrame(expected, got.schema), rtol=1e-12)
 
 
+def test_nps_of_a_group_without_recommend_answers_is_null(spark, base_config):
+    """A small tier whose responses all lack the recommend answer has no NPS (not a division
+    by zero that stops the run); the other tier's NPS is 100 (one promoter of one)."""
+    from cvm_spark.segments.kpis import survey_kpis
+
+    assigned = spark.createDataFrame(
+        [(S, "a1", "platinum", "Champions", "stable"), (S, "a2", "standard", "Lost", "new")],
+        "snapshot_month date, account_id string, tier string, segment string, "
+        "lifecycle_stage string")
+    surveys = spark.createDataFrame(
+        [("a1", date(2024, 12, 5), 4, None, "app"), ("a2", date(2024, 12, 5), 2, 9, "app")],
+        "account_id string, survey_date date, csat int, recommend int, channel string")
+    nps = {r.group_name: (r.value, r.base) for r in survey_kpis(assigned, surveys, base_config)
+           .where("dimension = 'tier' and kpi = 'nps'").collect()}
+    assert nps == {"platinum": (None, 0), "standard": (100.0, 1)}
+
+
 def test_kpi_summary_without_surveys_has_the_acquisition_rows_only(spark, base_config):
     from cvm_spark.segments.kpis import kpi_summary
 

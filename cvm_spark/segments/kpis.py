@@ -124,8 +124,10 @@ def survey_kpis(assigned: DataFrame, surveys: DataFrame, cfg: CvmConfig) -> Data
           F.count(F.lit(1)).alias("responses"),
           F.count("csat").alias("csat_n"), F.avg("csat").alias("csat"),
           F.count(recommend).alias("nps_n"),
-          (F.lit(100.0) * (F.count_if(recommend >= 9) - F.count_if(recommend <= 6))
-           / F.count(recommend)).alias("nps"))
+          # null, not a division by zero, for a group whose responses all lack the
+          # recommend answer (a small tier)
+          F.try_divide(F.lit(100.0) * (F.count_if(recommend >= 9) - F.count_if(recommend <= 6)),
+                       F.count(recommend)).alias("nps"))
     gid = F.col("gid")
     dimension = F.coalesce(*[F.when(gid == F.lit(g), F.lit(d))
                              for g, d in _SURVEY_DIMENSIONS.items()])
