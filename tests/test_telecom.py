@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import re
 from pathlib import Path
 
@@ -144,3 +145,17 @@ def test_the_report_has_the_telecom_sections(operator):
     page = report.read_text(encoding="utf-8")
     for text in ("ARPU classes", "Risk customers", "流失风险", "R score (rows, 3 = most recent)"):
         assert text in page, text
+
+
+def test_the_cards_form_a_pyramid(spark, operator):
+    """Each card holds fewer subscribers than the card below, platinum at most 5 %, and the
+    money per subscriber falls from card to card (docs/model.md, "Tier shape")."""
+    cfg, _, _ = operator
+    rows = {r.tier: r for r in _table(spark, cfg, "tiers").groupBy("tier").agg(
+        F.count(F.lit(1)).alias("n"), F.avg("contribution_money").alias("mean")).collect()}
+    order = [t.name for t in cfg.tiers.tiers]
+    counts = [rows[t].n if t in rows else 0 for t in order]
+    assert all(a < b for a, b in itertools.pairwise(counts)), counts
+    assert 0 < counts[0] <= 0.05 * sum(counts), counts
+    means = [rows[t].mean for t in order]
+    assert all(a > b for a, b in itertools.pairwise(means)), means
