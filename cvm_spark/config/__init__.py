@@ -12,6 +12,7 @@ group of YAML sections:
 
 * ``checks``: :class:`ConfigError`, ``check``, month and date parsing;
 * ``sources``: ``inputs``, ``validation``, ``generator``;
+* ``purchases``: ``purchases`` (a purchase log as input);
 * ``warehouse``: ``output`` (and the warehouse layout), ``performance``, ``privacy``;
 * ``serving``: ``thrift`` (who may connect to the JDBC server);
 * ``stages``: ``features``, ``rfm``, ``value``, ``tiers``;
@@ -37,6 +38,7 @@ from cvm_spark.config.future_value import (
 )
 from cvm_spark.config.loader import load_config, load_config_dict, parse_yaml
 from cvm_spark.config.loyalty import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
+from cvm_spark.config.purchases import LOG_FORMATS, PurchaseLogConfig
 from cvm_spark.config.root import CONFIG_VERSION, CvmConfig
 from cvm_spark.config.segments import (
     AbcConfig,
@@ -97,6 +99,7 @@ __all__ = [
     "GENERATOR_PROFILES",
     "INPUT_FORMATS",
     "LOCKS_DIR",
+    "LOG_FORMATS",
     "LOSSES",
     "METHODS",
     "MODELS_DIR",
@@ -134,6 +137,7 @@ __all__ = [
     "OutputConfig",
     "PerformanceConfig",
     "PrivacyConfig",
+    "PurchaseLogConfig",
     "QuadrantConfig",
     "RfmConfig",
     "RiskCustomersConfig",
