@@ -42,7 +42,7 @@ class PurchaseLogConfig:
         customer_type: ``accounts.customer_type`` of every customer.
     """
 
-    path: str = "data/purchases.csv"
+    path: str = "data/purchases"
     format: str = "csv"
     columns: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     timestamp_format: str | None = None
