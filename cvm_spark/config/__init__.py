@@ -61,6 +61,7 @@ from cvm_spark.config.serving import (
 )
 from cvm_spark.config.sources import (
     GENERATOR_PROFILES,
+    INDUSTRY_PROFILES,
     INPUT_FORMATS,
     GeneratorConfig,
     InputsConfig,
@@ -97,6 +98,7 @@ __all__ = [
     "DAYS_PER_YEAR",
     "DEFAULT_FEATURES",
     "GENERATOR_PROFILES",
+    "INDUSTRY_PROFILES",
     "INPUT_FORMATS",
     "LOCKS_DIR",
     "LOG_FORMATS",

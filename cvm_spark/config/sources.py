@@ -14,9 +14,11 @@ from cvm_spark.schemas.inputs import INPUT_TABLES
 INPUT_FORMATS = ("parquet", "csv", "delta")
 # The product lines of monthly_product by default (validation.product_lines).
 PRODUCT_LINES = ("demand_deposit", "time_deposit", "loan", "wealth", "card", "fee_other")
-# The industries the synthetic data generator can imitate (generator.profile; the profiles
-# themselves are cvm_generate.profile.INDUSTRIES).
-GENERATOR_PROFILES = ("bank", "telecom", "purchases")
+# generator.profile: the industries the generator imitates with the contract's tables (the
+# profiles themselves are cvm_generate.profile.INDUSTRIES), and "purchases": a purchase log
+# for `cvm import-purchases` (cvm_generate.purchases).
+INDUSTRY_PROFILES = ("bank", "telecom")
+GENERATOR_PROFILES = (*INDUSTRY_PROFILES, "purchases")
 # The events before this date are refused whatever the config says (an open date before it
 # is refused too): the floor of the data window when ``validation.data_start`` is unset.
 EARLIEST_DATE = date(1900, 1, 1)
