@@ -2,12 +2,12 @@
 log"): what a shop's export looks like, for ``cvm import-purchases``.
 
 One line per purchase: customer, time, amount, and the optional order id, quantity and
-channel, under the column names of ``purchases.columns``. The customers are a mix a retail
-log has: many buy once, the others repeat at their own rate and spend level; a few first
-bought in 1997 (far before ``generator.months``), about 2 % of lines cost 0.00, the
-customers of one group (30 %) have lines without an order id, and some of those lines are
-repeated exactly (the same thing bought twice in one second: real lines, not duplicates);
-two thirds of the repeat buyers stop buying at some point (BG/NBD's dropout).
+channel, under the column names of ``purchases.columns``. The customers follow BG/NBD's
+story: each buys at a rate of their own while alive and may drop out after each repeat
+purchase, so many buy once and never again; a few first bought in 1997 (far before
+``generator.months``), about 2 % of lines cost 0.00, the customers of one group (30 %) have
+lines without an order id, and some of those lines are repeated exactly (the same thing
+bought twice in one second: real lines, not duplicates).
 Every draw is a hash of (seed, salt, customer, line), so the log does not depend on
 partitioning.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cvm_generate.draws import Rng, int_between, normal_draw, pick_by_share, uniform
@@ -25,48 +25,57 @@ from cvm_spark.config import CvmConfig, GeneratorConfig, PurchaseLogConfig
 
 OLD_FIRST_DAY = date(1997, 1, 1)
 OLD_SHARE = 0.02          # customers whose first purchase is in 1997
-REPEAT_SHARE = 0.40       # customers who buy more than once
+RATE_MEDIAN = 0.02        # purchases a week while alive (median; log-normal)
+RATE_SIGMA = 1.0
+DROPOUT_B = 2.0           # dropout p ~ Beta(1, 2): mean 1/3 after each repeat purchase
+MAX_REPEATS = 60
 NO_ID_SHARE = 0.30        # customers whose lines carry no order id
 ZERO_SHARE = 0.02         # lines that cost 0.00
 TWIN_SHARE = 0.10         # lines without an id that appear twice
-STAY_SHARE = 0.33         # repeat buyers who keep buying to the end
 CHANNELS = ("online", "store", "app")
 CHANNEL_SHARES = (0.5, 0.35, 0.15)
 
 
 def _customers(spark: SparkSession, gen: GeneratorConfig, start: date, end: date
                ) -> DataFrame:
+    """One row per customer: the first purchase day, the BG/NBD rate and the number of
+    repeat purchases the customer lives for, the spend level, whether lines carry ids."""
     rng = Rng(gen.seed)
     h = rng.hash("customer", F.col("id"))
+    h2 = rng.hash("customer2", F.col("id"))
     old = uniform(h, 0, 4) < OLD_SHARE
     span = (end - start).days
     first = F.when(old, F.date_add(F.lit(OLD_FIRST_DAY), int_between(uniform(h, 1, 4), 0, 364))
                    ).otherwise(F.date_add(F.lit(start), int_between(uniform(h, 1, 4), 0, span)))
-    repeat = old | (uniform(h, 2, 4) < REPEAT_SHARE)
-    h2 = rng.hash("customer2", F.col("id"))
-    h3 = rng.hash("customer3", F.col("id"))
-    # repeat buyers: 2 + a geometric-like count (mean about 6 lines)
-    count = F.least(F.lit(40), F.lit(2) + F.floor(-F.log(1.0 - uniform(h2, 0, 4)) * 4.0))
+    # dropout probability after each repeat purchase ~ Beta(1, DROPOUT_B) (inverse CDF);
+    # the customer dies after the M-th repeat purchase, M ~ Geometric(p) on 1, 2, ...
+    p = 1.0 - F.pow(1.0 - uniform(h2, 0, 4), 1.0 / DROPOUT_B)
+    repeats = F.ceil(F.log(1.0 - uniform(h2, 1, 4)) / F.log(1.0 - p))
     return spark.range(gen.accounts, numPartitions=max(1, gen.partitions or 2)).select(
         F.col("id"),
         F.format_string("C%06d", F.col("id")).alias("customer"),
         first.alias("first_day"),
-        F.when(repeat, count).otherwise(F.lit(1)).cast("int").alias("lines"),
-        F.exp(F.lit(3.0) + normal_draw(h2, 1, 2, 4) * 0.8).alias("level"),
-        (uniform(h, 3, 4) < NO_ID_SHARE).alias("no_id"),
-        # the share of the days to the end the customer stays (BG/NBD's dropout): a third
-        # stay to the end, the others leave after a share u^2 of it
-        F.when(uniform(h3, 0, 2) < STAY_SHARE, F.lit(1.0))
-        .otherwise(F.pow(uniform(h3, 1, 2), 2.0)).alias("alive"))
+        F.least(F.lit(MAX_REPEATS), F.greatest(F.lit(1), repeats)).cast("int").alias("repeats"),
+        # purchases per day while alive: log-normal around RATE_MEDIAN a week
+        (F.lit(RATE_MEDIAN / 7.0) * F.exp(normal_draw(h, 2, 3, 4) * RATE_SIGMA)).alias("rate"),
+        F.exp(F.lit(3.0) + normal_draw(h2, 2, 3, 4) * 0.8).alias("level"),
+        (uniform(rng.hash("customer3", F.col("id")), 0, 1) < NO_ID_SHARE).alias("no_id"))
 
 
 def _lines(customers: DataFrame, gen: GeneratorConfig, end: date) -> DataFrame:
+    """The first purchase and the repeat purchases (exponential gaps at the customer's rate,
+    summed by a window per customer from the first line to the current one) up to the
+    snapshot's month end."""
     rng = Rng(gen.seed)
-    rows = customers.select("*", F.explode(F.sequence(F.lit(1), F.col("lines"))).alias("j"))
+    rows = customers.select("*", F.explode(F.sequence(F.lit(0), F.col("repeats"))).alias("j"))
     h = rng.hash("line", F.col("id"), F.col("j"))
-    left = F.floor(F.datediff(F.lit(end), F.col("first_day")) * F.col("alive")).cast("int")
-    day = F.when(F.col("j") == 1, F.col("first_day")).otherwise(
-        F.date_add(F.col("first_day"), int_between(uniform(h, 0, 4), 0, left)))
+    gap = F.when(F.col("j") == 0, F.lit(0.0)).otherwise(
+        -F.log(1.0 - uniform(h, 0, 4)) / F.col("rate"))
+    so_far = Window.partitionBy("customer").orderBy("j").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    rows = rows.select("*", F.floor(F.sum(gap).over(so_far)).cast("int").alias("offset"))
+    rows = rows.where(F.date_add(F.col("first_day"), F.col("offset")) <= F.lit(end))
+    day = F.date_add(F.col("first_day"), F.col("offset"))
     seconds = int_between(uniform(h, 1, 4), 8 * 3600, 21 * 3600 - 1)
     amount = F.round(F.col("level") * F.exp(normal_draw(h, 2, 3, 4) * 0.3), 2)
     h2 = rng.hash("line2", F.col("id"), F.col("j"))
@@ -76,7 +85,7 @@ def _lines(customers: DataFrame, gen: GeneratorConfig, end: date) -> DataFrame:
         "customer",
         (F.unix_timestamp(F.to_timestamp(day)) + seconds).cast("timestamp").alias("ts"),
         F.when(zero, F.lit(0.0)).otherwise(amount).alias("amount"),
-        F.when(~F.col("no_id"), F.format_string("O%07d-%02d", F.col("id"), F.col("j")))
+        F.when(~F.col("no_id"), F.format_string("O%07d-%02d", F.col("id"), F.col("j") + 1))
         .alias("order_id"),
         int_between(uniform(h2, 2, 4), 1, 4).alias("quantity"),
         pick_by_share(uniform(h2, 3, 4), CHANNELS, CHANNEL_SHARES).alias("channel"),
