@@ -38,6 +38,7 @@ from cvm_generate.activity import (
     transactions_table,
 )
 from cvm_generate.plan import Plan
+from cvm_generate.purchases import write_purchase_log
 from cvm_generate.surveys import surveys_table
 from cvm_spark.config import CvmConfig, GeneratorConfig, ValidationConfig
 
@@ -124,10 +125,14 @@ def write_tables(tables: dict[str, DataFrame], root: str, fmt: str = "parquet") 
 def write_sample(spark: SparkSession, cfg: CvmConfig) -> dict[str, str]:
     """Generate the sample of ``cfg.generator`` for ``cfg.snapshot`` and write it where the job
     reads its inputs (``cfg.inputs.root`` in ``cfg.inputs.format``): what ``cvm generate``
-    and ``cvm run --generate`` do.
+    and ``cvm run --generate`` do. With ``generator.profile: purchases`` the sample is a
+    purchase log written to ``purchases.path`` (:mod:`cvm_generate.purchases`).
 
     Returns:
         ``{name: path}`` of what was written.
     """
+    if cfg.generator.profile == "purchases":
+        # a purchase log, not the contract's tables: `cvm import-purchases` maps it
+        return write_purchase_log(spark, cfg)
     tables = generate_tables(spark, cfg.generator, cfg.snapshot, cfg.validation)
     return write_tables(tables, cfg.inputs.root, cfg.inputs.format)

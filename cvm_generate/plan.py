@@ -58,7 +58,8 @@ class Plan:
     def build(cls, gen: GeneratorConfig, snapshot: datetime.date,
               validation: ValidationConfig) -> Plan:
         snap = snapshot.replace(day=1)
-        start = validation.data_start_date
+        # data_start unset (derived from the data): the generated months are the window
+        start = validation.data_start_date or add_months(snap, 1 - gen.months)
         first_full = start if start.day == 1 else add_months(start, 1)
         max_offset = months_between(snap, first_full)
         if max_offset < 0:

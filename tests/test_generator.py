@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from cvm_generate import BAD_KINDS, BAD_ROW_REASONS, INDUSTRIES, PLANTED_GROUP, PLANTED_PATTERN
 from cvm_generate import generate_tables as generate
 from cvm_generate.plan import Plan
-from cvm_spark.config import GENERATOR_PROFILES, ConfigError, load_config
+from cvm_spark.config import GENERATOR_PROFILES, INDUSTRY_PROFILES, ConfigError, load_config
 from cvm_spark.schemas.inputs import INPUT_TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,9 @@ def telecom(spark, base_config, tmp_path_factory):
 
 
 def test_every_configurable_profile_exists():
-    assert list(INDUSTRIES) == list(GENERATOR_PROFILES)
+    assert list(INDUSTRIES) == list(INDUSTRY_PROFILES)
+    # the other profile writes a purchase log (tests/test_purchases.py)
+    assert list(GENERATOR_PROFILES) == [*INDUSTRY_PROFILES, "purchases"]
     assert all(INDUSTRIES[name].name == name for name in INDUSTRIES)
 
 
@@ -73,7 +75,7 @@ def test_the_config_chooses_the_profile(base_config):
 
 def test_a_bad_profile_name_is_a_config_error():
     with pytest.raises(ConfigError, match=r"generator\.profile must be one of "
-                                          r"\['bank', 'telecom'\], got 'insurer'"):
+                                          r"\['bank', 'telecom', 'purchases'\], got 'insurer'"):
         load_config(CONF, {"generator.profile": "insurer"})
 
 

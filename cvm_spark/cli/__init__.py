@@ -4,6 +4,8 @@ Subcommands:
 
 * ``cvm validate-config``: load and check a config file; no Spark.
 * ``cvm generate``: write a synthetic input sample (see docs/generator.md).
+* ``cvm import-purchases``: turn a purchase log into the input tables
+  (docs/purchase-log.md).
 * ``cvm run``: run the snapshot pipeline (optionally generating the sample first, optionally
   writing the HTML report after it).
 * ``cvm report``: write the HTML report of a snapshot from the Delta tables (docs/report.md).
@@ -142,7 +144,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         out["snapshot_month"] = args.snapshot
     for flag, key in (("accounts", "generator.accounts"), ("months", "generator.months"),
                       ("generator_profile", "generator.profile"),
-                      ("out", "inputs.root"), ("format", "inputs.format")):
+                      ("out", "inputs.root"), ("format", "inputs.format"),
+                      ("log", "purchases.path")):
         value = getattr(args, flag, None)
         if value is not None:
             out[key] = value
@@ -258,7 +261,8 @@ def _with_spark(args: argparse.Namespace, cfg: CvmConfig, key: PseudonymKey | No
         extra = profile_conf(str(Path(args.profile).resolve()))
     spark = _session(args, cfg, f"cvm-{args.command}", extra)
     commands = {"thrift": _thrift_command, "generate": _generate_command,
-                "report": _report_command, "run": _run_command}
+                "report": _report_command, "run": _run_command,
+                "import-purchases": _import_command}
     try:
         return commands[args.command](spark, args, cfg, key, clock)
     except InputSchemaError as exc:
@@ -313,6 +317,13 @@ def _generate_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmCon
     return 0
 
 
+def _import_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmConfig,
+                    key: PseudonymKey | None, clock: _Clock) -> int:
+    from cvm_spark.cli.purchases import import_command
+
+    return import_command(spark, args, cfg)
+
+
 def _report_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmConfig,
                     key: PseudonymKey | None, clock: _Clock) -> int:
     from cvm_spark.serve.report import write_report
@@ -331,6 +342,10 @@ def _run_command(spark: SparkSession, args: argparse.Namespace, cfg: CvmConfig,
     generate = None
     if args.generate:
         from cvm_generate import write_sample as generate
+        if cfg.generator.profile == "purchases":
+            from cvm_spark.cli.purchases import generate_and_import
+
+            generate = generate_and_import(generate)
     summary = run_snapshot(spark, cfg, run_id=args.run_id, generate=generate,
                            retrain=not args.reuse_models,
                            code_version=detect_code_version(), started_at=clock.started_at,

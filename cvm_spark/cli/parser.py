@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_validate_config_parser, _generate_parser, _run_parser, _report_parser,
+    for add in (_validate_config_parser, _generate_parser, _import_parser, _run_parser,
+                _report_parser,
                 _thrift_parser, _package_parser, _submit_parser):
         add(sub)
     return parser
@@ -83,6 +84,21 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
                    help="industry to imitate (generator.profile): "
                         f"{' | '.join(GENERATOR_PROFILES)}")
     p.add_argument("--out", help="output folder (inputs.root)")
+    p.add_argument("--format", choices=["parquet", "csv", "delta"], help="inputs.format")
+
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-purchases", help="turn a purchase log into the input tables",
+        description="Read the purchase log of the config's purchases section (customer, "
+                    "time, amount; optionally order id, quantity, channel) and write the "
+                    "six input tables where inputs.root says (docs/purchase-log.md). "
+                    "Example: cvm import-purchases --config conf/retail.yaml --log "
+                    "shop.csv")
+    _common(p)
+    _spark_args(p)
+    p.add_argument("--log", help="the purchase log, a file or folder (purchases.path)")
+    p.add_argument("--out", help="where the tables go (inputs.root)")
     p.add_argument("--format", choices=["parquet", "csv", "delta"], help="inputs.format")
 
 

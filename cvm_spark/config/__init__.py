@@ -12,6 +12,7 @@ group of YAML sections:
 
 * ``checks``: :class:`ConfigError`, ``check``, month and date parsing;
 * ``sources``: ``inputs``, ``validation``, ``generator``;
+* ``purchases``: ``purchases`` (a purchase log as input);
 * ``warehouse``: ``output`` (and the warehouse layout), ``performance``, ``privacy``;
 * ``serving``: ``thrift`` (who may connect to the JDBC server);
 * ``stages``: ``features``, ``rfm``, ``value``, ``tiers``;
@@ -37,6 +38,7 @@ from cvm_spark.config.future_value import (
 )
 from cvm_spark.config.loader import load_config, load_config_dict, parse_yaml
 from cvm_spark.config.loyalty import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
+from cvm_spark.config.purchases import LOG_FORMATS, PurchaseLogConfig
 from cvm_spark.config.root import CONFIG_VERSION, CvmConfig
 from cvm_spark.config.segments import (
     AbcConfig,
@@ -59,6 +61,7 @@ from cvm_spark.config.serving import (
 )
 from cvm_spark.config.sources import (
     GENERATOR_PROFILES,
+    INDUSTRY_PROFILES,
     INPUT_FORMATS,
     GeneratorConfig,
     InputsConfig,
@@ -95,8 +98,10 @@ __all__ = [
     "DAYS_PER_YEAR",
     "DEFAULT_FEATURES",
     "GENERATOR_PROFILES",
+    "INDUSTRY_PROFILES",
     "INPUT_FORMATS",
     "LOCKS_DIR",
+    "LOG_FORMATS",
     "LOSSES",
     "METHODS",
     "MODELS_DIR",
@@ -134,6 +139,7 @@ __all__ = [
     "OutputConfig",
     "PerformanceConfig",
     "PrivacyConfig",
+    "PurchaseLogConfig",
     "QuadrantConfig",
     "RfmConfig",
     "RiskCustomersConfig",

@@ -15,6 +15,7 @@ from cvm_spark.config.credit import CreditConfig
 from cvm_spark.config.elasticity import ElasticityConfig
 from cvm_spark.config.future_value import FutureValueConfig
 from cvm_spark.config.loyalty import LoyaltyConfig
+from cvm_spark.config.purchases import PurchaseLogConfig
 from cvm_spark.config.segments import TiersConfig
 from cvm_spark.config.serving import ThriftConfig
 from cvm_spark.config.sources import GeneratorConfig, InputsConfig, ValidationConfig
@@ -54,6 +55,7 @@ class CvmConfig:
     clv: ClvConfig = field(default_factory=ClvConfig)
     kpi: KpiConfig = field(default_factory=KpiConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    purchases: PurchaseLogConfig | None = None   # a purchase log as input (retail.yaml)
     spark: dict[str, str] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
@@ -66,8 +68,10 @@ class CvmConfig:
             parse_month(self.snapshot_month)
         except ValueError as exc:
             raise ValueError(f"snapshot_month: {exc}") from None
-        check(self.validation.data_start_date < self.snapshot,
+        check(self.validation.event_floor < self.snapshot,
               "validation.data_start must be before snapshot_month")
+        if self.purchases is not None:
+            self.purchases.check_against(self.validation, self.features)
         unknown = sorted(set(self.features.purchase_directions)
                          - set(self.validation.directions))
         check(not unknown, f"features.purchase_directions {unknown} are not in "

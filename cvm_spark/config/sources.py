@@ -14,9 +14,14 @@ from cvm_spark.schemas.inputs import INPUT_TABLES
 INPUT_FORMATS = ("parquet", "csv", "delta")
 # The product lines of monthly_product by default (validation.product_lines).
 PRODUCT_LINES = ("demand_deposit", "time_deposit", "loan", "wealth", "card", "fee_other")
-# The industries the synthetic data generator can imitate (generator.profile; the profiles
-# themselves are cvm_generate.profile.INDUSTRIES).
-GENERATOR_PROFILES = ("bank", "telecom")
+# generator.profile: the industries the generator imitates with the contract's tables (the
+# profiles themselves are cvm_generate.profile.INDUSTRIES), and "purchases": a purchase log
+# for `cvm import-purchases` (cvm_generate.purchases).
+INDUSTRY_PROFILES = ("bank", "telecom")
+GENERATOR_PROFILES = (*INDUSTRY_PROFILES, "purchases")
+# The events before this date are refused whatever the config says (an open date before it
+# is refused too): the floor of the data window when ``validation.data_start`` is unset.
+EARLIEST_DATE = date(1900, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -65,31 +70,48 @@ class InputsConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Row-level rules of the data contract (spec section 1)."""
+    """Row-level rules of the data contract (spec section 1).
 
-    data_start: str = "2000-01-01"
+    ``data_start`` unset (null): the data window starts at the data's earliest accepted
+    event (events are accepted from ``EARLIEST_DATE`` on); set, events before it are
+    quarantined. ``accept_zero_amount``: a transaction of amount 0 is accepted (a purchase
+    with zero spend, as lifetimes counts it) instead of quarantined as
+    ``non_positive_amount``; negative amounts are refused either way.
+    """
+
+    data_start: str | None = None
+    accept_zero_amount: bool = False
     product_lines: list[str] = field(default_factory=lambda: list(PRODUCT_LINES))
     directions: list[str] = field(default_factory=lambda: ["credit", "debit"])
     relations: list[str] = field(default_factory=lambda: ["family", "employer"])
 
     def __post_init__(self) -> None:
-        try:
-            parse_date(self.data_start)
-        except ValueError as exc:
-            raise ValueError(f"data_start: {exc}") from None
+        if self.data_start is not None:
+            try:
+                start = parse_date(self.data_start)
+            except ValueError as exc:
+                raise ValueError(f"data_start: {exc}") from None
+            check(start >= EARLIEST_DATE, f"data_start must be on or after {EARLIEST_DATE}, "
+                  f"got {self.data_start}")
         for name in ("product_lines", "directions", "relations"):
             values = getattr(self, name)
             check(len(values) > 0, f"{name} must not be empty")
             check(len(set(values)) == len(values), f"{name} has duplicates: {values}")
 
     @property
-    def data_start_date(self) -> date:
-        return parse_date(self.data_start)
+    def data_start_date(self) -> date | None:
+        """The configured start of the data window; None: derived from the data."""
+        return None if self.data_start is None else parse_date(self.data_start)
+
+    @property
+    def event_floor(self) -> date:
+        """Events before this date are quarantined (``date_out_of_window``)."""
+        return self.data_start_date or EARLIEST_DATE
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Synthetic bank or telecom data (see docs/generator.md)."""
+    """Synthetic bank or telecom data, or a purchase log (see docs/generator.md)."""
 
     profile: str = "bank"
     accounts: int = 20_000

@@ -87,10 +87,12 @@ def row_reason(table: InputTable, cfg: CvmConfig, line_column: str | None = None
 def _table_checks(table: InputTable, cfg: CvmConfig) -> list[tuple[str, Column]]:
     """The checks that depend on the table, in the order of ``schemas.REASONS``."""
     snapshot_end = month_end(cfg.snapshot)
-    data_start = cfg.validation.data_start_date
+    data_start = cfg.validation.event_floor     # validation.data_start, or 1900-01-01 unset
     checks: list[tuple[str, Column]] = []
     if table.name == "transactions":
-        checks.append(("non_positive_amount", F.col("amount") <= 0))
+        refused = (F.col("amount") < 0) if cfg.validation.accept_zero_amount else (
+            F.col("amount") <= 0)
+        checks.append(("non_positive_amount", refused))
     negatives = {
         "accounts": ["acquisition_cost"],
         "monthly_product": ["avg_balance"],

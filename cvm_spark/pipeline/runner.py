@@ -26,7 +26,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cvm_spark.common.months import months_between
+from cvm_spark.common.months import month_end, months_between
 from cvm_spark.common.session import application_id, sized_shuffles
 from cvm_spark.config import MODELS_DIR, CvmConfig
 from cvm_spark.contract.reading import read_inputs
@@ -38,7 +38,7 @@ from cvm_spark.pipeline.profiling import tag_stage
 from cvm_spark.pipeline.progress import live_progress
 from cvm_spark.pipeline.run_log import CodeVersion, write_run_log
 from cvm_spark.pipeline.scoring import ModelOutputs, run_value_model
-from cvm_spark.pipeline.summary import STEP_NAMES, RunSummary
+from cvm_spark.pipeline.summary import STEP_NAMES, RunSummary, data_window_text
 from cvm_spark.segments.kpis import overall_observations
 from cvm_spark.segments.tiers import tier_counts
 from cvm_spark.storage.delta import register_tables, table_path, write_observed
@@ -260,6 +260,8 @@ def _validate(run: Run) -> None:
         summary.rows_read[name] = sum(per_reason.values())
         summary.rows_quarantined[name] = {r: n for r, n in per_reason.items()
                                           if r != "accepted"}
+    summary.data_window = data_window_text(profile.first_accepted,
+                                           cfg.validation.data_start_date, month_end(snapshot))
     first_month = profile.first_accepted.get("monthly_product") or snapshot
     run.results.update(
         validated=validated, work=work, k_data_start=months_between(snapshot, first_month),

@@ -4,6 +4,7 @@ printed at the end of the job and turned into ``run_log`` rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 # The steps of the pipeline in order (cvm_spark.pipeline.runner.STEPS, checked there at
 # import; here so that the command line lists them without importing Spark).
@@ -28,6 +29,8 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # "input:<table>" / "output:<table>" -> the stage that read or wrote it (for run_log)
     table_stages: dict[str, str] = field(default_factory=dict)
+    # the dates of the accepted events and where their start comes from (data_window_text)
+    data_window: str = ""
 
     def render(self) -> str:
         """A short human-readable summary."""
@@ -43,6 +46,8 @@ class RunSummary:
         if reasons:
             lines.append("quarantine reasons: " + ", ".join(
                 f"{r}={n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
+        if self.data_window:
+            lines.append(f"data window: {self.data_window}")
         lines += ["", f"accounts scored: {self.rows_written.get('rfm', 0):,}", "",
                   f"{'segment':<22}{'accounts':>10}"]
         total = sum(self.segments.values()) or 1
@@ -82,3 +87,15 @@ class RunSummary:
             lines.append(f"  {show('responses', ',.0f')} survey responses: CSAT "
                          f"{show('csat', '.2f')}, NPS {show('nps', '+.1f')}")
         return lines
+
+
+def data_window_text(first_accepted: dict[str, date | None], data_start: date | None,
+                     snapshot_end: date) -> str:
+    """``<first> .. <snapshot end>`` of the accepted events (open dates of accounts are not
+    events), and whether the start was set
+    (``validation.data_start``) or derived from the data (the earliest accepted event)."""
+    firsts = [d for name, d in first_accepted.items() if d is not None and name != "accounts"]
+    first = min(firsts).isoformat() if firsts else "no accepted events"
+    why = (f"validation.data_start {data_start.isoformat()}" if data_start is not None
+           else "derived from the data: validation.data_start unset")
+    return f"{first} .. {snapshot_end.isoformat()} ({why})"
