@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 
@@ -191,12 +192,17 @@ def run_backtest(origins: list[Origin], cfg: FutureValueConfig, seed: int,
     """
     methods = [m for m in cfg.candidates if m in REGRESSION_METHODS]
     rows: list[MetricRow] = []
+    # the back-test's steps run as stages of their own, one per origin
+    # (backtest_<j>_future_value_training, backtest_<j>_kmeans, ..., backtest_<j>)
     for i, origin in enumerate(origins):
+        def stage_j(name: str, i: int = i) -> AbstractContextManager[None]:
+            return stage(f"backtest_{i + 1}" + ("" if name == "backtest" else f"_{name}"))
+
         named = (None if materialize is None
                  else (lambda df, name, i=i: materialize(df, f"{name}_backtest_{i + 1}")))
-        models = (fit_models(origin.training, cfg, seed, methods, stage=stage,
+        models = (fit_models(origin.training, cfg, seed, methods, stage=stage_j,
                              materialize=named, partitions=partitions) if methods else {})
-        with stage("backtest"):
+        with stage_j("backtest"):
             evaluation: DataFrame | None = origin.evaluation
             if "btyd_spend" in cfg.candidates:
                 evaluation = _with_btyd(origin.evaluation, cfg, clv_cfg)
