@@ -41,7 +41,8 @@ from cvm_spark.schemas.inputs import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
 SNAPSHOT = date(2024, 12, 1)
 SEED = 42
 # the seed's features (no interactions): the measured results of docs/future_value.md
-CFG = FutureValueConfig(interactions=[])
+CFG = FutureValueConfig(interactions=[], features=["income_3m", "income_6m", "income_12m",
+                                                  "arpu_3m", "arpu_12m", "income_trend_6m"])
 FEATURES = FeaturesConfig()
 VALIDATION = ValidationConfig()
 LINES = VALIDATION.product_lines
@@ -90,7 +91,8 @@ def test_config_names_and_fingerprint():
     assert CFG.names() == ["high_value", "medium_value", "low_value"]
     four = FutureValueConfig(k=4, cluster_names=[])
     assert four.names() == [f"cluster_rank_{i}" for i in (1, 2, 3, 4)]
-    assert FutureValueConfig(interactions=[]).fingerprint() == CFG.fingerprint()
+    assert FutureValueConfig(interactions=[], features=CFG.features).fingerprint() == \
+        CFG.fingerprint()
     assert FutureValueConfig().fingerprint() != CFG.fingerprint()
     assert four.fingerprint() != CFG.fingerprint()
     assert CFG.baseline_column == "income_3m"

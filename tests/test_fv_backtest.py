@@ -62,6 +62,7 @@ def test_config_columns_and_offsets():
     assert cfg.model_columns == [*cfg.regression_features, "arpu_3m"]
     assert cfg.input_columns == ["income_3m", "active_months_12m", "tenure_months", "arpu_3m"]
     assert source_columns("inactive_share_3m") == ["active_months_3m"]
+    assert source_columns("income_trend_6m_over_arpu_12m") == ["income_trend_6m", "arpu_12m"]
     # H = 3, three origins 3, 6, 9 months back; each also needs its training as-of (+3)
     assert FutureValueConfig().backtest_offsets == [3, 6, 9]
     assert as_of_offsets(FutureValueConfig()) == [3, 6, 9, 12]
@@ -75,7 +76,8 @@ def test_config_columns_and_offsets():
 
 
 def test_derived_model_columns(spark):
-    cfg = FutureValueConfig(features=["income_3m"], cluster_features=["arpu_3m"],
+    cfg = FutureValueConfig(features=["income_3m"],
+                            cluster_features=["arpu_3m", "income_3m_over_arpu_3m"],
                             interactions=[["income_3m", "inactive_share_12m"],
                                           ["income_3m", "tenure_under_6m"],
                                           ["income_3m", "income_volatility_12m"]])
@@ -89,12 +91,14 @@ def test_derived_model_columns(spark):
     assert got[1] == {"account_id": 1, "income_3m": 120.0,
                       "income_3m_x_inactive_share_12m": 90.0,
                       "income_3m_x_tenure_under_6m": 120.0,
-                      "income_3m_x_income_volatility_12m": 60.0, "arpu_3m": 40.0}
+                      "income_3m_x_income_volatility_12m": 60.0, "arpu_3m": 40.0,
+                      "income_3m_over_arpu_3m": 3.0}
     # account 2: active every month -> 0; tenure 30 -> 0; null volatility / arpu -> 0
     assert got[2] == {"account_id": 2, "income_3m": 60.0,
                       "income_3m_x_inactive_share_12m": 0.0,
                       "income_3m_x_tenure_under_6m": 0.0,
-                      "income_3m_x_income_volatility_12m": 0.0, "arpu_3m": 0.0}
+                      "income_3m_x_income_volatility_12m": 0.0, "arpu_3m": 0.0,
+                      "income_3m_over_arpu_3m": 0.0}
 
 
 def test_label_windows_of_every_as_of_month(spark):

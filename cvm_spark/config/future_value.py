@@ -21,6 +21,7 @@ DERIVED = {
     "tenure_under": (re.compile(r"tenure_under_(\d+)m"), "tenure_months"),
 }
 INTERACTION = "_x_"
+RATIO = "_over_"
 
 CLUSTER_TRANSFORMS = ("signed_log1p", "none")
 LOSSES = ("squaredError", "huber")
@@ -29,8 +30,10 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Income-based predictors (currency units). Counts and ratios (product_count, active months,
 # tenure, volatility, frequency) were measured to hurt on held-out data: in a small
 # high-value cluster they get large, unstable coefficients (docs/future_value.md).
+# income_1m added with the interactions (issue 17: out-of-time skill, docs/future_value.md).
 DEFAULT_FEATURES = [
-    "income_3m", "income_6m", "income_12m", "arpu_3m", "arpu_12m", "income_trend_6m",
+    "income_1m", "income_3m", "income_6m", "income_12m", "arpu_3m", "arpu_12m",
+    "income_trend_6m",
 ]
 # Income-scaled behaviour: the same columns raw did not help (measured, docs/future_value.md).
 DEFAULT_INTERACTIONS = [
@@ -41,9 +44,10 @@ DEFAULT_INTERACTIONS = [
 
 def source_columns(name: str) -> list[str]:
     """The features-table columns a model column is computed from (itself when plain)."""
-    if INTERACTION in name:
-        left, right = name.split(INTERACTION, 1)
-        return [*source_columns(left), *source_columns(right)]
+    for op in (INTERACTION, RATIO):
+        if op in name:
+            left, right = name.split(op, 1)
+            return [*source_columns(left), *source_columns(right)]
     for pattern, source in DERIVED.values():
         m = pattern.fullmatch(name)
         if m:

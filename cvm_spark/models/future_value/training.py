@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from cvm_spark.common.months import add_months, month_end
 from cvm_spark.config import FeaturesConfig, FutureValueConfig
-from cvm_spark.config.future_value import DERIVED, INTERACTION
+from cvm_spark.config.future_value import DERIVED, INTERACTION, RATIO
 from cvm_spark.features.windows import (
     BTYD_COLUMNS,
     account_attributes,
@@ -44,10 +44,14 @@ def feature_values(columns: list[str]) -> list[Column]:
 def model_value(name: str) -> Column:
     """A model column as a double from the features-table columns, nulls as 0: a plain
     column, ``inactive_share_<n>m`` = ``1 - active_months_<n>m / n``,
-    ``tenure_under_<n>m`` = 1 when ``tenure_months < n`` else 0, or ``<a>_x_<b>`` = a * b."""
+    ``tenure_under_<n>m`` = 1 when ``tenure_months < n`` else 0, ``<a>_x_<b>`` = a * b or
+    ``<a>_over_<b>`` = a / b (0 when b is 0)."""
     if INTERACTION in name:
         left, right = name.split(INTERACTION, 1)
         return model_value(left) * model_value(right)
+    if RATIO in name:
+        left, right = name.split(RATIO, 1)
+        return F.coalesce(F.try_divide(model_value(left), model_value(right)), F.lit(0.0))
     pattern, source = DERIVED["inactive_share"]
     m = pattern.fullmatch(name)
     if m:
