@@ -9,6 +9,7 @@ low value), which the clusters are compared with by membership, never by KMeans 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import date
 
@@ -40,9 +41,12 @@ from cvm_spark.schemas.inputs import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
 
 SNAPSHOT = date(2024, 12, 1)
 SEED = 42
-# the seed's features (no interactions): the measured results of docs/future_value.md
+# the seed's method and features (no interactions, no back-test): the measured results of
+# docs/future_value.md; the back-test has tests of its own (below, test_fv_backtest.py)
 CFG = FutureValueConfig(interactions=[], features=["income_3m", "income_6m", "income_12m",
-                                                  "arpu_3m", "arpu_12m", "income_trend_6m"])
+                                                  "arpu_3m", "arpu_12m", "income_trend_6m"],
+                        method="cluster_regression", backtest=BacktestConfig(origins=0))
+IN_USE = [("future_value", "method:cluster_regression", "in_use", 1.0)]
 FEATURES = FeaturesConfig()
 VALIDATION = ValidationConfig()
 LINES = VALIDATION.product_lines
@@ -91,7 +95,9 @@ def test_config_names_and_fingerprint():
     assert CFG.names() == ["high_value", "medium_value", "low_value"]
     four = FutureValueConfig(k=4, cluster_names=[])
     assert four.names() == [f"cluster_rank_{i}" for i in (1, 2, 3, 4)]
-    assert FutureValueConfig(interactions=[], features=CFG.features).fingerprint() == \
+    assert dataclasses.replace(FutureValueConfig(), interactions=[], features=CFG.features,
+                               method="cluster_regression",
+                               backtest=BacktestConfig(origins=0)).fingerprint() == \
         CFG.fingerprint()
     assert FutureValueConfig().fingerprint() != CFG.fingerprint()
     assert four.fingerprint() != CFG.fingerprint()
@@ -347,7 +353,7 @@ def test_same_input_and_seed_give_identical_scores(bank, features_now, scores, f
     again, metrics = run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES, LINES,
                                       CFG, seed=SEED, model_root=model_root, retrain=True)
     assertDataFrameEqual(again, scores, rtol=0.0, atol=0.0)
-    assert _same_metrics(metrics, fitted.metrics)
+    assert _same_metrics(metrics, fitted.metrics + IN_USE)
     # ... and the next run can reuse what this one saved
     reused, reused_metrics = run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES,
                                               LINES, CFG, seed=SEED, model_root=model_root,
@@ -372,7 +378,7 @@ def test_reuse_needs_a_saved_model_with_the_same_settings(spark, bank, features_
     shutil.rmtree(last)
     with pytest.raises(FutureValueModelNotFound, match=r"no complete .* 2024-12"):
         load_future_value(spark, str(tmp_path), SNAPSHOT)
-    other = FutureValueConfig(k=4, cluster_names=[])
+    other = dataclasses.replace(CFG, k=4, cluster_names=[])
     with pytest.raises(ValueError, match=r"other settings.*\['k', 'cluster_names'\]"):
         run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES, LINES, other,
                          seed=SEED, model_root=model_root, retrain=False)
