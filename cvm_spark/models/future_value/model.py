@@ -59,13 +59,20 @@ def prediction(regressions: list[ClusterRegression], cfg: FutureValueConfig) -> 
     With ``target = change`` the ``baseline`` column is added; with ``floor_at_zero``
     negative predictions become 0.
     """
-    expr: Column | None = None
-    for reg in regressions:
-        value = F.lit(reg.intercept)
+    def value(reg: ClusterRegression) -> Column:
+        out = F.lit(reg.intercept)
         for name, coef in zip(cfg.regression_features, reg.coefficients, strict=True):
-            value = value + F.lit(coef) * F.col(name)
+            out = out + F.lit(coef) * F.col(name)
+        return out
+
+    expr: Column | None = None
+    if regressions and len({(r.intercept, tuple(r.coefficients)) for r in regressions}) == 1:
+        # one regression for every cluster (global_regression): one expression, no CASE
+        # (the same arithmetic per row; k times smaller plans and task binaries)
+        expr = value(regressions[0])
+    for reg in regressions if expr is None else []:
         cond = F.col(CLUSTER_ID) == F.lit(reg.cluster_id)
-        expr = F.when(cond, value) if expr is None else expr.when(cond, value)
+        expr = F.when(cond, value(reg)) if expr is None else expr.when(cond, value(reg))
     assert expr is not None
     if cfg.target == "change":
         expr = F.col(BASELINE) + expr
