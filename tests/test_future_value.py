@@ -9,6 +9,7 @@ low value), which the clusters are compared with by membership, never by KMeans 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import date
 
@@ -17,7 +18,14 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from cvm_generate import PLANTED_GROUP, generate_tables
-from cvm_spark.config import FeaturesConfig, FutureValueConfig, GeneratorConfig, ValidationConfig
+from cvm_spark.config import (
+    BacktestConfig,
+    ClvConfig,
+    FeaturesConfig,
+    FutureValueConfig,
+    GeneratorConfig,
+    ValidationConfig,
+)
 from cvm_spark.features.windows import compute_features
 from cvm_spark.models.future_value import (
     FutureValueModelNotFound,
@@ -33,7 +41,12 @@ from cvm_spark.schemas.inputs import ACCOUNTS, MONTHLY_PRODUCT, TRANSACTIONS
 
 SNAPSHOT = date(2024, 12, 1)
 SEED = 42
-CFG = FutureValueConfig()
+# the seed's method and features (no interactions, no back-test): the measured results of
+# docs/future_value.md; the back-test has tests of its own (below, test_fv_backtest.py)
+CFG = FutureValueConfig(interactions=[], features=["income_3m", "income_6m", "income_12m",
+                                                  "arpu_3m", "arpu_12m", "income_trend_6m"],
+                        method="cluster_regression", backtest=BacktestConfig(origins=0))
+IN_USE = [("future_value", "method:cluster_regression", "in_use", 1.0)]
 FEATURES = FeaturesConfig()
 VALIDATION = ValidationConfig()
 LINES = VALIDATION.product_lines
@@ -82,7 +95,11 @@ def test_config_names_and_fingerprint():
     assert CFG.names() == ["high_value", "medium_value", "low_value"]
     four = FutureValueConfig(k=4, cluster_names=[])
     assert four.names() == [f"cluster_rank_{i}" for i in (1, 2, 3, 4)]
-    assert FutureValueConfig().fingerprint() == CFG.fingerprint()
+    assert dataclasses.replace(FutureValueConfig(), interactions=[], features=CFG.features,
+                               method="cluster_regression",
+                               backtest=BacktestConfig(origins=0)).fingerprint() == \
+        CFG.fingerprint()
+    assert FutureValueConfig().fingerprint() != CFG.fingerprint()
     assert four.fingerprint() != CFG.fingerprint()
     assert CFG.baseline_column == "income_3m"
     assert CFG.input_columns[:len(CFG.features)] == CFG.features
@@ -94,7 +111,7 @@ def test_config_names_and_fingerprint():
 
 SMALL_FEATURES = FeaturesConfig(windows_months=[1, 3, 12], trend_months=3, volatility_months=3,
                                 active_months=3)
-SMALL_CFG = FutureValueConfig(features=["income_3m", "income_12m"],
+SMALL_CFG = FutureValueConfig(interactions=[], features=["income_3m", "income_12m"],
                               cluster_features=["arpu_12m"])
 
 
@@ -138,7 +155,7 @@ def test_training_set_windows(spark, small_inputs):
 
 def test_training_set_baseline_without_a_feature_window(spark, small_inputs):
     # H = 2 is not a feature window: the baseline is summed from monthly facts directly.
-    cfg = FutureValueConfig(horizon_months=2, features=["income_3m"],
+    cfg = FutureValueConfig(horizon_months=2, interactions=[], features=["income_3m"],
                             cluster_features=["income_12m"], target="income")
     training = build_training_set(*small_inputs, SNAPSHOT, SMALL_FEATURES, LINES, cfg)
     # features as of Oct 2024; label = Nov + Dec; baseline = Sep + Oct.
@@ -147,12 +164,14 @@ def test_training_set_baseline_without_a_feature_window(spark, small_inputs):
                    "E": (40.0, 20.0 + 30.0)}
     with pytest.raises(ValueError, match=r"features\.windows_months"):
         build_training_set(*small_inputs, SNAPSHOT, SMALL_FEATURES, LINES,
-                           FutureValueConfig(horizon_months=2, features=["income_3m"],
+                           FutureValueConfig(horizon_months=2, interactions=[],
+                                             features=["income_3m"],
                                              cluster_features=["income_12m"]))
 
 
 def test_unknown_feature_is_named(small_inputs):
-    cfg = FutureValueConfig(features=["income_3m", "income_99m"], cluster_features=["arpu_12m"])
+    cfg = FutureValueConfig(interactions=[], features=["income_3m", "income_99m"],
+                            cluster_features=["arpu_12m"])
     with pytest.raises(ValueError, match="income_99m"):
         build_training_set(*small_inputs, SNAPSHOT, SMALL_FEATURES, LINES, cfg)
 
@@ -334,7 +353,7 @@ def test_same_input_and_seed_give_identical_scores(bank, features_now, scores, f
     again, metrics = run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES, LINES,
                                       CFG, seed=SEED, model_root=model_root, retrain=True)
     assertDataFrameEqual(again, scores, rtol=0.0, atol=0.0)
-    assert _same_metrics(metrics, fitted.metrics)
+    assert _same_metrics(metrics, fitted.metrics + IN_USE)
     # ... and the next run can reuse what this one saved
     reused, reused_metrics = run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES,
                                               LINES, CFG, seed=SEED, model_root=model_root,
@@ -359,7 +378,27 @@ def test_reuse_needs_a_saved_model_with_the_same_settings(spark, bank, features_
     shutil.rmtree(last)
     with pytest.raises(FutureValueModelNotFound, match=r"no complete .* 2024-12"):
         load_future_value(spark, str(tmp_path), SNAPSHOT)
-    other = FutureValueConfig(k=4, cluster_names=[])
+    other = dataclasses.replace(CFG, k=4, cluster_names=[])
     with pytest.raises(ValueError, match=r"other settings.*\['k', 'cluster_names'\]"):
         run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES, LINES, other,
                          seed=SEED, model_root=model_root, retrain=False)
+
+
+def test_backtest_with_btyd_spend_on_bank_data(bank, features_now, tmp_path):
+    """Every origin x candidate (and the naive forecast) is back-tested, also btyd_spend on
+    bank data (it forecasts transaction spend there), and auto records the best mean skill."""
+    cfg = FutureValueConfig(candidates=["global_regression", "btyd_spend"],
+                            backtest=BacktestConfig(origins=2))
+    _, rows = run_future_value(*_inputs(bank), features_now, SNAPSHOT, FEATURES, LINES, cfg,
+                               SEED, str(tmp_path), clv_cfg=ClvConfig())
+    m = _metrics(rows)
+    for origin in ("2024-09", "2024-06"):
+        for method in ("global_regression", "btyd_spend", "naive"):
+            for metric in ("accounts", "rmse", "mae", "mse_skill", "bias"):
+                assert (f"{origin}/{method}/overall", metric) in m, (origin, method, metric)
+        assert m[(f"{origin}/btyd_spend/overall", "accounts")] == \
+            m[(f"{origin}/global_regression/overall", "accounts")] > 1000
+    means = {c: m[(f"mean/{c}/overall", "mse_skill")] for c in cfg.candidates}
+    best = max(cfg.candidates, key=lambda c: means[c])
+    assert m[(f"chosen:{best}", "mean_mse_skill")] == means[best]
+    assert (f"method:{best}", "in_use") in m

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
+from cvm_spark.common.months import add_months
 from cvm_spark.storage.delta import table_path
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +66,24 @@ def test_model_tables_cover_every_account(spark, e2e_config, summary):
     assert sum(summary.tiers.values()) == n
     metrics = first_month(spark, e2e_config, "model_metrics")
     models = {r.model for r in metrics.select("model").distinct().collect()}
-    assert {"future_value", "bgnbd", "gamma_gamma", "loyalty", "clv", "contribution"} <= models
+    assert {"future_value", "bgnbd", "gamma_gamma", "loyalty", "clv", "contribution",
+            "future_value_backtest"} <= models
+    # the out-of-time back-test: every origin x method (and the naive forecast), overall and
+    # per cluster, and one chosen method with its reason
+    fv = e2e_config.future_value
+    backtest = {(r.scope, r.metric): r.value for r in metrics
+                .where(F.col("model") == "future_value_backtest").collect()}
+    for offset in fv.backtest_offsets:
+        origin = f"{add_months(e2e_config.snapshot, -offset):%Y-%m}"
+        for method in (*fv.candidates, "naive"):
+            for metric in ("accounts", "rmse", "mae", "mse_skill", "bias"):
+                assert (f"{origin}/{method}/overall", metric) in backtest, (origin, method)
+            assert any(s.startswith(f"{origin}/{method}/cluster:") for s, _ in backtest)
+    chosen = {s for s, m in backtest if s.startswith("chosen:")}
+    assert len(chosen) == 1 and ((next(iter(chosen)), "mean_mse_skill") in backtest)
+    in_use = [r.scope for r in metrics.where((F.col("model") == "future_value")
+                                             & (F.col("metric") == "in_use")).collect()]
+    assert in_use == [next(iter(chosen)).replace("chosen:", "method:")]
     # the AHP contribution weights of the config, and their consistency
     ahp = {(r.scope, r.metric): r.value for r in metrics.where(F.col("model") == "contribution")
            .collect()}

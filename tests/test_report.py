@@ -162,11 +162,12 @@ def test_rerun_appends_to_the_run_log_and_keeps_other_snapshots(spark, base_conf
 @pytest.mark.e2e
 def test_report_renders_with_embedded_images(report_html):
     for section in ("Tier distribution", "Lifecycle funnel", "RFM heat map",
-                    "Future-value clusters", "Future-value back-test", "Tier migration",
+                    "Future-value clusters", "Future-value back-test (out of time)",
+                    "Future-value in-time hold-out", "Tier migration",
                     'id="run-inputs"', 'id="run-stages"', 'id="tier-migration"'):
         assert section in report_html, section
     images = IMG.findall(report_html)
-    assert len(images) == 6          # tiers, funnel, RFM, centroids, back-test, migration
+    assert len(images) == 7  # tiers, funnel, RFM, centroids, out-of-time, hold-out, migration
     for png in images:
         assert base64.b64decode(png).startswith(PNG_MAGIC)
     # self-contained: no external resources

@@ -34,7 +34,9 @@ from cvm_spark.config.future_value import (
     DEFAULT_FEATURES,
     LOSSES,
     TARGETS,
+    BacktestConfig,
     FutureValueConfig,
+    source_columns,
 )
 from cvm_spark.config.loader import load_config, load_config_dict, parse_yaml
 from cvm_spark.config.loyalty import LoyaltyBand, LoyaltyConfig, LoyaltyDimension, LoyaltyIndicator
@@ -113,6 +115,7 @@ __all__ = [
     "WORK_DIR",
     "AbcConfig",
     "ArpuClass",
+    "BacktestConfig",
     "CampaignCondition",
     "CampaignRule",
     "ClvConfig",
@@ -161,5 +164,6 @@ __all__ = [
     "parse_date",
     "parse_month",
     "parse_yaml",
+    "source_columns",
     "to_dict",
 ]

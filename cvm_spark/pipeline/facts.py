@@ -27,7 +27,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cvm_spark.common.months import add_months, month_end
+from cvm_spark.common.months import month_end
 from cvm_spark.config import CvmConfig
 from cvm_spark.features.windows import (
     account_attributes,
@@ -44,7 +44,7 @@ from cvm_spark.models.elasticity import (
     income_aggregates,
     spend_aggregates,
 )
-from cvm_spark.models.future_value import TRAINING_SUFFIX, label_aggregates, training_aggregates
+from cvm_spark.models.future_value import as_of_aggregates, label_aggregates
 from cvm_spark.models.value import (
     future_share_aggregates,
     future_share_columns,
@@ -65,20 +65,19 @@ def build_account_facts(accepted: dict[str, DataFrame], cfg: CvmConfig,
             (counted during validation).
     """
     t = cfg.snapshot
-    training = add_months(t, -cfg.future_value.horizon_months)
     fcfg, lines = cfg.features, cfg.validation.product_lines
     attributes = account_attributes(accepted["accounts"], t)
     base = account_base(accepted["accounts"], t)
-    # as of t-H only what the training set reads (by default income windows and trend)
-    only = training_aggregates(cfg.future_value, fcfg, lines)
+    # as of t-H and of the back-test's origins only what the training and back-test frames
+    # read (by default income windows, trend, volatility, active months)
+    fv_txn, fv_mon = as_of_aggregates(t, fcfg, lines, cfg.future_value)
     txn = (transaction_days(accepted["transactions"], month_end(t), fcfg).groupBy(ACCOUNT_ID)
-           .agg(*transaction_aggregates(t, fcfg),
-                *transaction_aggregates(training, fcfg, TRAINING_SUFFIX, only=only)))
+           .agg(*transaction_aggregates(t, fcfg), *fv_txn))
     groups = list(cfg.value.product_groups)
     rows = monthly_rows(accepted["monthly_product"], base, t, lines, cfg.value.product_groups)
     mon = rows.groupBy(ACCOUNT_ID).agg(
         *monthly_aggregates(t, t, fcfg, lines),
-        *monthly_aggregates(training, t, fcfg, lines, TRAINING_SUFFIX, only=only),
+        *fv_mon,
         *value_aggregates(t, cfg.value, k_data_start),
         *income_aggregates(cfg.elasticity, groups),
         *future_share_aggregates(groups, cfg.future_value.horizon_months),

@@ -45,9 +45,11 @@ from cvm_spark.models.future_value import (
     FUTURE_COLUMNS,
     FutureValueModel,
     add_future_value,
+    backtest_origins,
     fit_or_load_future_value,
     training_from_facts,
     training_partitions,
+    use_btyd_spend,
 )
 from cvm_spark.models.loyalty import LoyaltyModel, add_loyalty, fit_loyalty, loyalty_columns
 from cvm_spark.models.value import (
@@ -241,12 +243,14 @@ def _fit_models(spark: SparkSession, cfg: CvmConfig, features: DataFrame, facts:
     """Loyalty weights, the future-value model (fitted or loaded) and BG/NBD + Gamma-Gamma."""
     with stage("loyalty"):
         loyalty = fit_loyalty(features, cfg.loyalty)
-    training = training_from_facts(facts, cfg.snapshot, cfg.features,
-                                   cfg.validation.product_lines, cfg.future_value)
+    lines = cfg.validation.product_lines
+    training = training_from_facts(facts, cfg.snapshot, cfg.features, lines, cfg.future_value)
     future = fit_or_load_future_value(
         spark, training if retrain else None, cfg.snapshot, cfg.future_value,
         seed=cfg.run_seed, model_root=model_root, retrain=retrain, stage=stage,
-        materialize=materialize, partitions=training_partitions(accounts))
+        materialize=materialize, partitions=training_partitions(accounts),
+        origins=backtest_origins(facts, cfg.snapshot, cfg.features, lines, cfg.future_value),
+        clv_cfg=cfg.clv)
     with stage("bgnbd"):
         clv, clv_metrics = fit_lifetime_value(features, cfg)
     return _Fitted(loyalty, future, clv, clv_metrics, contribution_weight_metrics(cfg.value))
@@ -265,6 +269,8 @@ def _account_frame(scored_base: DataFrame, fitted: _Fitted, rfm_cuts: RfmCuts,
     frame = scored_base.select(*dict.fromkeys([*needed, *own, *future_share_columns(groups)]))
     frame = add_loyalty(frame, fitted.loyalty)
     frame = add_future_value(frame, fitted.future)
+    if fitted.future.method == "btyd_spend":
+        frame = use_btyd_spend(frame, fitted.clv, cfg.clv, cfg.future_value.horizon_months)
     frame = add_lifetime_value(frame, fitted.clv, cfg)
     # the scores first, in a projection of their own: the segment's rules each test them
     scores = rfm_scores(rfm_cuts, cfg.rfm)

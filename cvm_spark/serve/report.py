@@ -24,7 +24,12 @@ from pyspark.sql import SparkSession
 
 from cvm_spark.config import CvmConfig
 from cvm_spark.schemas.outputs import LIFECYCLE_LABELS_ZH
-from cvm_spark.serve.report_data import BACKTEST_METRICS, ReportData, collect_report_data
+from cvm_spark.serve.report_data import (
+    BACKTEST_METRICS,
+    OOT_METRICS,
+    ReportData,
+    collect_report_data,
+)
 from cvm_spark.serve.report_plots import (
     backtest_scopes,
     centroid_features,
@@ -35,6 +40,7 @@ from cvm_spark.serve.report_plots import (
     plot_centroids,
     plot_lifecycle,
     plot_migration,
+    plot_predicted_vs_realised,
     plot_rfm,
     plot_tiers,
 )
@@ -288,11 +294,13 @@ def render_html(data: ReportData) -> str:
                          "centroids")]
     else:
         parts.append('<p class="note">No future-value clusters in model_metrics.</p>')
-    parts.append("<h2 id=\"backtest\">Future-value back-test</h2>")
+    parts += _out_of_time_html(data)
+    parts.append("<h2 id=\"backtest\">Future-value in-time hold-out</h2>")
     if data.backtest:
         scopes = backtest_scopes(data)
-        parts += ["<p>Hold-out accounts of the training snapshot (features as of t-H, actual "
-                  "income of the following H months): the model's errors next to the naive "
+        parts += ["<p>In-time hold-out: accounts of the training snapshot (features as of "
+                  "t-H, actual income of the following H months): the model's errors next to "
+                  "the naive "
                   "forecast (last H months repeated).</p>",
                   _img(plot_backtest(data), "back-test model vs baseline"),
                   _table(["scope", "hold-out accounts", "RMSE", "baseline RMSE", "MAE",
@@ -305,6 +313,31 @@ def render_html(data: ReportData) -> str:
     parts += ["<h2 id=\"migration\">Tier migration</h2>", _migration_html(data),
               "</body></html>"]
     return "\n".join(parts)
+
+
+def _out_of_time_html(data: ReportData) -> list[str]:
+    """The out-of-time back-test: per origin and method the overall errors, the means over
+    the origins, the chosen method, and the predicted-vs-realised plot."""
+    parts = ["<h2 id=\"oot\">Future-value back-test (out of time)</h2>"]
+    overall = sorted(s for s in data.oot if s.endswith("/overall"))
+    if not overall:
+        return [*parts, '<p class="note">No out-of-time back-test in model_metrics.</p>']
+    chosen = [s.removeprefix("chosen:") for s in data.oot if s.startswith("chosen:")]
+    why = {s: m for s, m in data.oot.items() if s.startswith("chosen:")}
+    reason = ("configured" if any("configured" in m for m in why.values())
+              else "auto: best mean MSE skill")
+    rows = [[*[_e(p) for p in s.split("/")[:2]],
+             *[fmt_num(data.oot[s].get(m), ",.0f" if m == "accounts" else ",.4g")
+               for m in OOT_METRICS]] for s in overall]
+    return [*parts,
+            "<p>Fitted as of each origin T (training features as of T-H), every account "
+            "open at T predicted for T+1..T+H and compared with its realised income. MSE "
+            "skill = 1 - MSE / MSE of the naive forecast (last H months repeated); bias = "
+            "Σ predicted / Σ realised. Method in use: "
+            f"<b>{_e(', '.join(chosen) or '?')}</b> ({_e(reason)}).</p>",
+            _table(["origin", "method", "accounts", "RMSE", "MAE", "MSE skill", "bias"],
+                   rows, "oot"),
+            _img(plot_predicted_vs_realised(data), "back-test predicted vs realised")]
 
 
 def default_report_path(snapshot_month: str) -> str:

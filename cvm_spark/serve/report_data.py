@@ -21,6 +21,8 @@ from cvm_spark.storage.privacy import account_column
 NEW_ACCOUNT = "(not scored before)"
 GONE_ACCOUNT = "(not scored now)"
 FV_MODEL = "future_value"
+FV_BACKTEST = "future_value_backtest"
+OOT_METRICS = ("accounts", "rmse", "mae", "mse_skill", "bias")
 BACKTEST_METRICS = ("holdout_rows", "rmse", "baseline_rmse", "mae", "baseline_mae", "r2",
                     "baseline_r2")
 
@@ -45,6 +47,9 @@ class ReportData:
     rfm: list[tuple[int, int, int, float | None]] = field(default_factory=list)
     centroids: dict[str, dict[str, float]] = field(default_factory=dict)
     backtest: dict[str, dict[str, float]] = field(default_factory=dict)
+    # out-of-time back-test: scope ``<origin>/<method>/<overall|cluster:x>`` (and ``mean/..``,
+    # ``chosen:<method>``) -> metric -> value
+    oot: dict[str, dict[str, float]] = field(default_factory=dict)
     migration: list[tuple[str, str, int]] = field(default_factory=list)
     tier_order: list[str] = field(default_factory=list)
     # ABC class -> (accounts, contribution money; None in a table written before it existed)
@@ -151,6 +156,9 @@ def _metrics(spark: SparkSession, output: OutputConfig, data: ReportData) -> Non
     metrics = _snapshot_rows(spark, output, "model_metrics", data.snapshot)
     if metrics is None:
         return
+    for r in (metrics.where(F.col("model") == FV_BACKTEST)   # ~8 per origin, method, cluster
+              .select("scope", "metric", "value").collect()):
+        data.oot.setdefault(r["scope"], {})[r["metric"]] = r["value"]
     rows = (metrics.where(F.col("model") == FV_MODEL)
             .where(F.col("metric").startswith("centroid:")
                    | F.col("metric").isin("size", "mean_label", *BACKTEST_METRICS))

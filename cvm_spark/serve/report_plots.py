@@ -180,6 +180,34 @@ def plot_backtest(data: ReportData) -> str:
     return _png(fig)
 
 
+def plot_predicted_vs_realised(data: ReportData) -> str:
+    """Per back-test origin and cluster: mean predicted vs mean realised income per account,
+    one marker per method (log-log; on the diagonal = unbiased in that group)."""
+    fig = _figure(6.0, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    points: dict[str, list[tuple[float, float]]] = {}
+    for scope, m in data.oot.items():
+        parts = scope.split("/")
+        if len(parts) == 3 and parts[0] != "mean" and parts[2].startswith("cluster:"):
+            real, pred = m.get("realised_mean"), m.get("predicted_mean")
+            if real and pred and real > 0 and pred > 0:
+                points.setdefault(parts[1], []).append((real, pred))
+    lo, hi = math.inf, 0.0
+    for method, xy in sorted(points.items()):
+        ax.scatter([x for x, _ in xy], [y for _, y in xy], s=24, label=method, alpha=0.8)
+        lo = min(lo, *[min(x, y) for x, y in xy])
+        hi = max(hi, *[max(x, y) for x, y in xy])
+    if hi > 0:
+        ax.plot([lo, hi], [lo, hi], color="#888888", linewidth=1, label="predicted = realised")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("realised income per account (next H months)")
+    ax.set_ylabel("predicted income per account")
+    ax.set_title("Out-of-time back-test: each origin x cluster")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def migration_grid(data: ReportData) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
     cells = {(p, t): n for p, t, n in data.migration}
     seen_prev = {p for p, _, _ in data.migration}

@@ -45,8 +45,18 @@ scores every account) and ``store`` (saving and loading with pyspark.ml's writer
 reader, and the pipeline's fit-or-load).
 """
 
+from cvm_spark.models.future_value.backtest import (
+    BACKTEST,
+    Origin,
+    backtest_origins,
+    choose_method,
+    error_metrics,
+    run_backtest,
+)
+from cvm_spark.models.future_value.btyd_spend import use_btyd_spend
 from cvm_spark.models.future_value.fit import (
     fit_future_value,
+    fit_models,
     holdout_flag,
     level_weight,
     training_partitions,
@@ -76,6 +86,9 @@ from cvm_spark.models.future_value.store import (
 )
 from cvm_spark.models.future_value.training import (
     TRAINING_SUFFIX,
+    as_of_aggregates,
+    as_of_offsets,
+    build_facts,
     build_training_set,
     label_aggregates,
     training_aggregates,
@@ -84,12 +97,46 @@ from cvm_spark.models.future_value.training import (
 )
 
 __all__ = [
-    "BASELINE", "CLUSTER_ID", "CLUSTER_NAME", "FUTURE_COLUMNS", "LABEL",
-    "MIN_TRAINING_PARTITIONS", "MODEL", "PREDICTION", "TRAINING_ROWS_PER_PARTITION",
-    "TRAINING_SUFFIX", "ClusterRegression", "ClusterRegressionStage", "FutureValueModel",
-    "FutureValueModelNotFound", "add_future_value", "build_training_set", "fit_future_value",
-    "fit_or_load_future_value", "holdout_flag", "label_aggregates", "level_weight",
-    "load_future_value", "model_dir", "prediction", "run_future_value", "save_future_value",
-    "score", "training_aggregates", "training_columns", "training_from_facts",
-    "training_partitions"
+    "BACKTEST",
+    "BASELINE",
+    "CLUSTER_ID",
+    "CLUSTER_NAME",
+    "FUTURE_COLUMNS",
+    "LABEL",
+    "MIN_TRAINING_PARTITIONS",
+    "MODEL",
+    "PREDICTION",
+    "TRAINING_ROWS_PER_PARTITION",
+    "TRAINING_SUFFIX",
+    "ClusterRegression",
+    "ClusterRegressionStage",
+    "FutureValueModel",
+    "FutureValueModelNotFound",
+    "Origin",
+    "add_future_value",
+    "as_of_aggregates",
+    "as_of_offsets",
+    "backtest_origins",
+    "build_facts",
+    "build_training_set",
+    "choose_method",
+    "error_metrics",
+    "fit_future_value",
+    "fit_models",
+    "fit_or_load_future_value",
+    "holdout_flag",
+    "label_aggregates",
+    "level_weight",
+    "load_future_value",
+    "model_dir",
+    "prediction",
+    "run_backtest",
+    "run_future_value",
+    "save_future_value",
+    "score",
+    "training_aggregates",
+    "training_columns",
+    "training_from_facts",
+    "training_partitions",
+    "use_btyd_spend"
 ]

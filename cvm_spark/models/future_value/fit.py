@@ -117,10 +117,22 @@ def training_partitions(accounts: int) -> int:
     return max(MIN_TRAINING_PARTITIONS, -(-accounts // TRAINING_ROWS_PER_PARTITION))
 
 
+REGRESSION_METHODS = ("cluster_regression", "global_regression")
+
+
 def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
                      seed: int, stage: StageTimer = no_stage,
                      materialize: Callable[[DataFrame, str], DataFrame] | None = None,
-                     partitions: int | None = None) -> FutureValueModel:
+                     partitions: int | None = None,
+                     method: str = "cluster_regression") -> FutureValueModel:
+    """:func:`fit_models` for one regression ``method``."""
+    return fit_models(training, cfg, seed, [method], stage, materialize, partitions)[method]
+
+
+def fit_models(training: DataFrame, cfg: FutureValueConfig, seed: int, methods: list[str],
+               stage: StageTimer = no_stage,
+               materialize: Callable[[DataFrame, str], DataFrame] | None = None,
+               partitions: int | None = None) -> dict[str, FutureValueModel]:
     """Fit clusters and per-cluster regressions on the train part; evaluate on the hold-out.
 
     Args:
@@ -132,7 +144,13 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
             regressions and hold-out metrics).
 
     Returns:
-        The fitted :class:`FutureValueModel` with its metric rows: per cluster and overall
+        methods: ``cluster_regression`` (the seed's method: one regression per cluster)
+            and/or ``global_regression`` (one regression over all training rows, used for
+            every cluster); both share the clustering (one KMeans fit).
+
+    Returns:
+        Per method the fitted :class:`FutureValueModel` with its metric rows: per cluster
+        and overall
         ``rmse``, ``mae``, ``r2`` of the model and ``baseline_rmse``, ``baseline_mae``,
         ``baseline_r2`` of the naive baseline on the hold-out (``r2`` is NaN when the
         label has no variance), row counts (``size``, ``train_rows``, ``holdout_rows``),
@@ -148,7 +166,7 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
     Raises:
         ValueError: the training set misses a column, or its train part is empty.
     """
-    features, columns = list(cfg.features), cfg.input_columns
+    features, columns = cfg.regression_features, cfg.model_columns
     require_columns(training, [ACCOUNT_ID, *columns, LABEL, BASELINE], "training set")
     # Hash-partition and sort by account so the rows, hence KMeans' seeded initialisation
     # and every sum, do not depend on the order shuffles deliver rows in.
@@ -188,19 +206,24 @@ def fit_future_value(training: DataFrame, cfg: FutureValueConfig,
                          .persist())
             train = clustered.where(~F.col(_HOLDOUT))
             stats = _cluster_stats(train, cfg)
-            regressions = _fit_regressions(train, stats, _name_clusters(stats, n_centers, cfg),
-                                           cfg)
-            metrics = _metrics(clustered, regressions, stats, cfg)
+            ranked = _name_clusters(stats, n_centers, cfg)
+            result = {}
+            for method in methods:
+                regressions = _fit_regressions(train, stats, ranked, cfg,
+                                               pooled_only=method == "global_regression")
+                metrics = _metrics(clustered, regressions, stats, cfg)
+                result[method] = FutureValueModel(pipeline=pipeline, regressions=regressions,
+                                                  config=cfg, seed=seed, metrics=metrics)
+                log.info("future value (%s): %d clusters (%s); in-time hold-out rmse %.4g "
+                         "vs baseline %.4g", method, len(regressions),
+                         ", ".join(r.name for r in regressions),
+                         _metric(metrics, "overall", "rmse"),
+                         _metric(metrics, "overall", "baseline_rmse"))
     finally:
         if clustered is not None:
             clustered.unpersist()
         if data is not None:
             data.unpersist()
-    result = FutureValueModel(pipeline=pipeline, regressions=regressions, config=cfg,
-                              seed=seed, metrics=metrics)
-    log.info("future value: fitted %d clusters (%s); hold-out rmse %.4g vs baseline %.4g",
-             len(regressions), ", ".join(r.name for r in regressions),
-             _metric(metrics, "overall", "rmse"), _metric(metrics, "overall", "baseline_rmse"))
     return result
 
 
@@ -218,20 +241,23 @@ def _cluster_stats(train: DataFrame, cfg: FutureValueConfig) -> dict[int, dict[s
 
 
 def _fit_regressions(train: DataFrame, stats: dict[int, dict[str, float]],
-                     ranked: list[tuple[int, str]], cfg: FutureValueConfig
-                     ) -> list[ClusterRegression]:
+                     ranked: list[tuple[int, str]], cfg: FutureValueConfig,
+                     pooled_only: bool = False) -> list[ClusterRegression]:
     """One LinearRegression per ranked cluster on its train rows; a cluster with fewer than
-    ``min_cluster_rows`` uses one regression pooled over all clusters (fitted once)."""
+    ``min_cluster_rows`` (every cluster with ``pooled_only``: the global regression) uses
+    one regression pooled over all clusters (fitted once)."""
     regressions: list[ClusterRegression] = []
     pooled_model: LinearRegressionModel | None = None
     for cid, name in ranked:
         rows = int(stats.get(cid, {}).get("train_rows", 0))
-        if rows >= cfg.min_cluster_rows:
+        if rows >= cfg.min_cluster_rows and not pooled_only:
             model = _regression(cfg).fit(train.where(F.col(CLUSTER_ID) == cid))
             regressions.append(_fitted(cid, name, model, pooled=False))
             continue
-        log.warning("future value: cluster %s has %d training rows (< %d); using the "
-                    "regression pooled over all clusters", name, rows, cfg.min_cluster_rows)
+        if not pooled_only:
+            log.warning("future value: cluster %s has %d training rows (< %d); using the "
+                        "regression pooled over all clusters", name, rows,
+                        cfg.min_cluster_rows)
         if pooled_model is None:
             pooled_model = _regression(cfg).fit(train)
         regressions.append(_fitted(cid, name, pooled_model, pooled=True))
@@ -299,7 +325,7 @@ def _metrics(clustered: DataFrame, regressions: list[ClusterRegression],
                  for c in cfg.cluster_features]
         rows += [(MODEL, scope, "intercept", reg.intercept),
                  *[(MODEL, scope, f"coef:{f}", c)
-                   for f, c in zip(cfg.features, reg.coefficients, strict=True)],
+                   for f, c in zip(cfg.regression_features, reg.coefficients, strict=True)],
                  (MODEL, scope, "pooled", 1.0 if reg.pooled else 0.0)]
     return rows
 

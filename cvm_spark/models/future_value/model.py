@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.config import FutureValueConfig, to_dict
+from cvm_spark.config.binding import bind
 from cvm_spark.schemas.outputs import MetricRow
 
 MODEL = "future_value"
@@ -58,13 +59,20 @@ def prediction(regressions: list[ClusterRegression], cfg: FutureValueConfig) -> 
     With ``target = change`` the ``baseline`` column is added; with ``floor_at_zero``
     negative predictions become 0.
     """
+    def value(reg: ClusterRegression) -> Column:
+        out = F.lit(reg.intercept)
+        for name, coef in zip(cfg.regression_features, reg.coefficients, strict=True):
+            out = out + F.lit(coef) * F.col(name)
+        return out
+
     expr: Column | None = None
-    for reg in regressions:
-        value = F.lit(reg.intercept)
-        for name, coef in zip(cfg.features, reg.coefficients, strict=True):
-            value = value + F.lit(coef) * F.col(name)
+    if regressions and len({(r.intercept, tuple(r.coefficients)) for r in regressions}) == 1:
+        # one regression for every cluster (global_regression): one expression, no CASE
+        # (the same arithmetic per row; k times smaller plans and task binaries)
+        expr = value(regressions[0])
+    for reg in regressions if expr is None else []:
         cond = F.col(CLUSTER_ID) == F.lit(reg.cluster_id)
-        expr = F.when(cond, value) if expr is None else expr.when(cond, value)
+        expr = F.when(cond, value(reg)) if expr is None else expr.when(cond, value(reg))
     assert expr is not None
     if cfg.target == "change":
         expr = F.col(BASELINE) + expr
@@ -89,6 +97,13 @@ class FutureValueModel:
     config: FutureValueConfig
     seed: int
     metrics: list[MetricRow]
+
+    @property
+    def method(self) -> str:
+        """The method whose forecast ``future_value`` is (the metric row ``(future_value,
+        method:<m>, in_use, 1)``; ``cluster_regression`` for a model without it)."""
+        return next((s.removeprefix("method:") for _, s, m, _ in self.metrics
+                     if m == "in_use" and s.startswith("method:")), "cluster_regression")
 
     @property
     def names(self) -> dict[int, str]:
@@ -170,7 +185,7 @@ class ClusterRegressionStage(Transformer, DefaultParamsReadable, DefaultParamsWr
         return self.getOrDefault(param)
 
     def config(self) -> FutureValueConfig:
-        return FutureValueConfig(**json.loads(self._value(self.settings)))
+        return bind(FutureValueConfig, json.loads(self._value(self.settings)), "future_value")
 
     def regressions(self) -> list[ClusterRegression]:
         return [ClusterRegression(cid, name, float(b), [float(c) for c in coefs], bool(p))

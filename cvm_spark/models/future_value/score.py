@@ -13,7 +13,7 @@ from cvm_spark.models.future_value.model import (
     PREDICTION,
     FutureValueModel,
 )
-from cvm_spark.models.future_value.training import feature_values, require_columns
+from cvm_spark.models.future_value.training import model_values, require_columns
 from cvm_spark.schemas.inputs import ACCOUNT_ID
 
 _KEEP = "_fv_keep_"
@@ -27,14 +27,14 @@ def add_future_value(df: DataFrame, model: FutureValueModel) -> DataFrame:
     kept as they are (the models read the features with nulls as 0 under the same names,
     so the originals are carried aside and put back)."""
     cfg = model.config
-    columns = cfg.input_columns
     baseline = [cfg.baseline_column] if cfg.target == "change" else []
-    require_columns(df, [ACCOUNT_ID, *columns, *baseline], "features to score")
+    require_columns(df, [ACCOUNT_ID, *cfg.input_columns, *baseline], "features to score")
+    columns = cfg.model_columns  # computed from the inputs under these names
     closed = (F.coalesce(F.col("is_closed"), F.lit(False)) if "is_closed" in df.columns
               else F.lit(False))
     kept = [F.col(c).alias(f"{_KEEP}{c}") if c in columns else F.col(c) for c in df.columns]
     prepared = df.select(
-        *kept, *feature_values(columns),
+        *kept, *model_values(cfg),
         *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(BASELINE) for c in baseline],
         closed.alias("_fv_closed"))
     is_closed = F.col("_fv_closed")

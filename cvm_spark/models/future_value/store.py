@@ -16,15 +16,16 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from cvm_spark.common.timing import StageTimer, no_stage
-from cvm_spark.config import FeaturesConfig, FutureValueConfig
-from cvm_spark.models.future_value.fit import fit_future_value
+from cvm_spark.config import ClvConfig, FeaturesConfig, FutureValueConfig
+from cvm_spark.models.future_value.backtest import Origin, backtest_origins, run_backtest
+from cvm_spark.models.future_value.fit import REGRESSION_METHODS, fit_future_value
 from cvm_spark.models.future_value.model import (
     MODEL,
     FutureValueModel,
     FutureValueModelNotFound,
 )
 from cvm_spark.models.future_value.score import score
-from cvm_spark.models.future_value.training import build_training_set
+from cvm_spark.models.future_value.training import build_facts, training_from_facts
 from cvm_spark.schemas.outputs import MetricRow
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
                              cfg: FutureValueConfig, seed: int, model_root: str,
                              retrain: bool = True, stage: StageTimer = no_stage,
                              materialize: Callable[[DataFrame, str], DataFrame] | None = None,
-                             partitions: int | None = None) -> FutureValueModel:
+                             partitions: int | None = None,
+                             origins: list[Origin] | None = None,
+                             clv_cfg: ClvConfig | None = None) -> FutureValueModel:
     """Train (and save) the snapshot's model, or load the one saved for it.
 
     Args:
@@ -97,6 +100,10 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
         retrain: fit and save a new model (overwriting the snapshot's); False reuses the
             saved one.
         stage, materialize, partitions: see :func:`fit_future_value`.
+        origins: the back-test's origins (:func:`backtest_origins`), read only when
+            ``retrain`` and ``backtest.origins > 0``: the candidates are back-tested, the
+            method chosen (``method: auto``) and the rows added to the model's metrics.
+        clv_cfg: the lifetime-value settings (needed when ``btyd_spend`` is a candidate).
 
     Raises:
         FutureValueModelNotFound: ``retrain`` is False and nothing is saved for the snapshot.
@@ -105,8 +112,21 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
     if retrain:
         if training is None:
             raise ValueError("retrain needs the training set")
+        method, rows = cfg.method, []
+        if cfg.backtest.origins > 0:
+            if origins is None:
+                raise ValueError("the back-test needs its origins (backtest_origins)")
+            method, rows = run_backtest(origins, cfg, seed, stage=stage,
+                                        materialize=materialize, partitions=partitions,
+                                        clv_cfg=clv_cfg)
+        # btyd_spend replaces the forecast at scoring (use_btyd_spend); the clusters and the
+        # in-time hold-out still come from a regression model
+        regression = method if method in REGRESSION_METHODS else next(
+            (c for c in cfg.candidates if c in REGRESSION_METHODS), "cluster_regression")
         model = fit_future_value(training, cfg, seed, stage=stage, materialize=materialize,
-                                 partitions=partitions)
+                                 partitions=partitions, method=regression)
+        model = dataclasses.replace(
+            model, metrics=[*model.metrics, (MODEL, f"method:{method}", "in_use", 1.0), *rows])
         save_future_value(model, model_root, snapshot)
         return model
     model = load_future_value(spark, model_root, snapshot)
@@ -126,16 +146,20 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
 def run_future_value(accounts: DataFrame, transactions: DataFrame, monthly_product: DataFrame,
                      features_now: DataFrame, snapshot: date, features_cfg: FeaturesConfig,
                      product_lines: list[str], cfg: FutureValueConfig, seed: int,
-                     model_root: str, retrain: bool = True, stage: StageTimer = no_stage
-                     ) -> tuple[DataFrame, list[MetricRow]]:
+                     model_root: str, retrain: bool = True, stage: StageTimer = no_stage,
+                     clv_cfg: ClvConfig | None = None) -> tuple[DataFrame, list[MetricRow]]:
     """:func:`fit_or_load_future_value`, then score the current snapshot (:func:`score`).
 
     Returns:
         The scores and the metric rows of the fit (read back from the saved model
         when reusing).
     """
-    training = (build_training_set(accounts, transactions, monthly_product, snapshot,
-                                   features_cfg, product_lines, cfg) if retrain else None)
+    facts = build_facts(accounts, transactions, monthly_product, snapshot, features_cfg,
+                        product_lines, cfg)
+    training = (training_from_facts(facts, snapshot, features_cfg, product_lines, cfg)
+                if retrain else None)
+    origins = backtest_origins(facts, snapshot, features_cfg, product_lines, cfg)
     model = fit_or_load_future_value(features_now.sparkSession, training, snapshot, cfg, seed,
-                                     model_root, retrain=retrain, stage=stage)
+                                     model_root, retrain=retrain, stage=stage, origins=origins,
+                                     clv_cfg=clv_cfg)
     return score(model, features_now), model.metrics
