@@ -278,3 +278,35 @@ def test_end_to_end_on_a_generated_log(spark, tmp_path, monkeypatch):
     got = table("features").select("account_id", F.col("frequency_12m").cast("long"))
     assertDataFrameEqual(got.join(year.select("account_id"), "account_id"),
                          year.select("account_id", F.col("frequency_12m").cast("long")))
+    _check_scores_on_a_log(cfg, table)
+
+
+def _check_scores_on_a_log(cfg, table) -> None:
+    """What issue 17 asks of a purchase log's scores: the tiers form a pyramid with the money
+    falling down it, nobody without a purchase for 180+ days is in the top two tiers, and
+    the forecast that feeds contribution value is not worse out of time than BG/NBD +
+    Gamma-Gamma's (a candidate here)."""
+    import itertools
+
+    order = [t.name for t in cfg.tiers.tiers]
+    tiers = table("tiers").join(table("features").select("account_id", "recency_days"),
+                                "account_id")
+    rows = {r.tier: r for r in tiers.groupBy("tier").agg(
+        F.count(F.lit(1)).alias("n"), F.sum("contribution_money").alias("money")).collect()}
+    counts = [rows[t].n if t in rows else 0 for t in order]
+    assert all(a < b for a, b in itertools.pairwise(counts)), counts
+    assert 0 < counts[0] <= 0.05 * sum(counts), counts
+    means = [rows[t].money / rows[t].n for t in order]
+    assert all(a > b for a, b in itertools.pairwise(means)), means
+    silent = tiers.where(F.col("tier").isin(order[:2])
+                         & (F.col("recency_days").isNull() | (F.col("recency_days") > 180)))
+    assert silent.count() == 0
+    metrics = {(r.model, r.scope, r.metric): r.value for r in table("model_metrics").collect()}
+    in_use = [s.split(":", 1)[1] for (m, s, k) in metrics
+              if m == "future_value" and s.startswith("method:") and k == "in_use"]
+    assert len(in_use) == 1, in_use
+
+    def skill(method: str) -> float:
+        return metrics[("future_value_backtest", f"mean/{method}/overall", "mse_skill")]
+
+    assert skill(in_use[0]) >= skill("btyd_spend"), (in_use, skill("btyd_spend"))
