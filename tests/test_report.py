@@ -366,3 +366,34 @@ def test_code_version_in_a_checkout(tmp_path, monkeypatch):
     assert detect_code_version(pkg) == CodeVersion(__version__, head)
     (pkg / "__init__.py").write_text("x = 2\n")
     assert detect_code_version(pkg).git_commit == f"{head}-dirty"
+
+
+def test_printed_summary_shows_the_back_test_as_a_table():
+    """The run's printed summary turns the back-test rows into one line per method (MSE
+    skill in % per origin and the mean) and says which method is in use and why; the
+    per-cluster rows stay in model_metrics only."""
+    from cvm_spark.pipeline.summary import RunSummary
+
+    bt = "future_value_backtest"
+    metrics = [
+        (bt, "2024-06/naive/overall", "mse_skill", 0.0),
+        (bt, "2024-06/global_regression/overall", "mse_skill", 0.132),
+        (bt, "2024-09/global_regression/overall", "mse_skill", 0.053),
+        (bt, "2024-06/cluster_regression/overall", "mse_skill", 0.145),
+        (bt, "2024-09/cluster_regression/overall", "mse_skill", float("nan")),
+        (bt, "2024-09/cluster_regression/cluster:high_value", "mse_skill", 0.5),
+        (bt, "mean/cluster_regression/overall", "mse_skill", 0.145),
+        (bt, "mean/global_regression/overall", "mse_skill", 0.0925),
+        (bt, "2024-06/global_regression/overall", "rmse", 150.0),
+        (bt, "chosen:cluster_regression", "mean_mse_skill", 0.145),
+        ("future_value", "method:cluster_regression", "in_use", 1.0),
+        ("future_value", "overall", "rmse", 128.7),
+    ]
+    text = RunSummary("r", "2024-12", metrics=metrics).render()
+    table = text[text.index("future value, out-of-time back-test"):].splitlines()
+    assert table[1].split() == ["method", "2024-06", "2024-09", "mean"]
+    assert table[2].split() == ["cluster_regression", "14.5", "n/a", "14.5"]
+    assert table[3].split() == ["global_regression", "13.2", "5.3", "9.2"]
+    assert table[4] == "  in use: cluster_regression (auto: best mean skill)"
+    assert "future_value overall" in text and "128.7" in text
+    assert "cluster:high_value" not in text and "150" not in text

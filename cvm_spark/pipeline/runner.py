@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 # model metrics shown in the printed summary (all of them are in the model_metrics table)
 SUMMARY_METRICS = ("rmse", "baseline_rmse", "mae", "r2", "r", "alpha", "a", "b", "p", "q", "v",
-                   "log_likelihood", "converged")
+                   "log_likelihood", "converged", "mse_skill", "mean_mse_skill", "in_use")
 # written by the model steps, in this order
 MODEL_TABLES = ("model_metrics", "value_scores", "tiers", "campaign_targets", "tier_summary",
                 "kpi_summary")

@@ -9,6 +9,8 @@ from datetime import date
 # The steps of the pipeline in order (cvm_spark.pipeline.runner.STEPS, checked there at
 # import; here so that the command line lists them without importing Spark).
 STEP_NAMES = ("validate", "quarantine", "features", "rfm", "model")
+# model_metrics' model name of the future-value back-test (cvm_spark.models.future_value)
+BACKTEST = "future_value_backtest"
 
 
 @dataclass
@@ -60,8 +62,11 @@ class RunSummary:
         if self.metrics:
             lines += ["", "model metrics (all in model_metrics):"]
             for model, scope, metric, value in sorted(self.metrics):
+                if model == BACKTEST or metric in ("mse_skill", "in_use"):
+                    continue
                 shown = "null" if value is None else f"{value:,.4g}"
                 lines.append(f"  {model:<13}{scope:<24}{metric:<16}{shown}")
+            lines += backtest_lines(self.metrics)
         lines += self._kpi_lines()
         lines += ["", "tables written (Delta, partitioned by snapshot_month):"]
         for name, path in self.tables.items():
@@ -99,3 +104,33 @@ def data_window_text(first_accepted: dict[str, date | None], data_start: date | 
     why = (f"validation.data_start {data_start.isoformat()}" if data_start is not None
            else "derived from the data: validation.data_start unset")
     return f"{first} .. {snapshot_end.isoformat()} ({why})"
+
+
+def backtest_lines(metrics: list[tuple[str, str, str, float]]) -> list[str]:
+    """The future-value back-test as a small table: MSE skill vs the naive forecast (%) per
+    method and origin, the mean over the origins, and the method in use and why."""
+    skill = {(scope.split("/")[0], scope.split("/")[1]): value
+             for model, scope, metric, value in metrics
+             if model == BACKTEST and metric == "mse_skill" and scope.endswith("/overall")}
+    methods = sorted({m for _, m in skill if m != "naive"})
+    if not methods:
+        return []
+    origins = sorted({o for o, _ in skill if o != "mean"})
+    cols = [*origins, "mean"]
+
+    def pct(value: float | None) -> str:
+        return f"{'n/a' if value is None or value != value else f'{100 * value:.1f}':>9}"
+
+    lines = ["", "future value, out-of-time back-test (MSE skill vs the naive forecast, %):",
+             f"  {'method':<22}" + "".join(f"{c:>9}" for c in cols)]
+    lines += [f"  {m:<22}" + "".join(pct(skill.get((c, m))) for c in cols) for m in methods]
+    in_use = [s.split(":", 1)[1] for model, s, metric, _ in metrics
+              if metric == "in_use" and s.startswith("method:")]
+    chosen = [(s.split(":", 1)[1], metric) for model, s, metric, _ in metrics
+              if model == BACKTEST and s.startswith("chosen:")]
+    why = ("auto: best mean skill" if any(k == "mean_mse_skill" for _, k in chosen)
+           else "configured" if chosen else "")
+    if in_use:
+        lines.append(f"  in use: {in_use[0]}" + (f" ({why})" if why else ""))
+    return lines
+
