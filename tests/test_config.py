@@ -113,9 +113,10 @@ def test_run_ends_with_the_report_and_a_first_query(tmp_path):
     lines = text.splitlines()
     assert lines[1:3] == ["done in 42s", f"report:      {tmp_path / 'r.html'}"]
     assert lines[3] == ("start with:  select tier, sum(accounts) as accounts, "
-                        "round(sum(total_contribution_value)) as contribution from "
+                        "round(100 * sum(share_of_accounts), 1) as pct_accounts, "
+                        "round(sum(total_contribution_money)) as money from "
                         "cvm.tier_summary where snapshot_month = date '2024-06-01' "
-                        "group by tier order by contribution desc")
+                        "group by tier order by money desc")
     # a run stopped early (--until rfm) and without --report
     text = closing_lines(cfg, {"features": "f", "rfm": "r"}, None, 3.0)
     assert "report:      not written; cvm report --snapshot 2024-06 writes it" in text

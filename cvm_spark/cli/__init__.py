@@ -368,9 +368,9 @@ def closing_lines(cfg: CvmConfig, tables: dict[str, str], report: Path | None,
     db, month = cfg.output.database, cfg.snapshot
     where = f"where snapshot_month = date '{month:%Y-%m-%d}'"
     if "tier_summary" in tables:
-        query = (f"select tier, sum(accounts) as accounts, round(sum(total_contribution_value))"
-                 f" as contribution from {db}.tier_summary {where} group by tier"
-                 " order by contribution desc")
+        query = (f"select tier, sum(accounts) as accounts, round(100 * sum(share_of_accounts), 1)"
+                 " as pct_accounts, round(sum(total_contribution_money)) as money from"
+                 f" {db}.tier_summary {where} group by tier order by money desc")
     elif tables:
         query = f"select * from {db}.{list(tables)[-1]} {where} limit 20"
     else:
