@@ -45,6 +45,7 @@ SEED = 42
 # docs/future_value.md; the back-test has tests of its own (below, test_fv_backtest.py)
 CFG = FutureValueConfig(interactions=[], features=["income_3m", "income_6m", "income_12m",
                                                   "arpu_3m", "arpu_12m", "income_trend_6m"],
+                        cluster_features=["arpu_3m", "arpu_12m"],
                         method="cluster_regression", backtest=BacktestConfig(origins=0))
 IN_USE = [("future_value", "method:cluster_regression", "in_use", 1.0)]
 FEATURES = FeaturesConfig()
@@ -96,6 +97,7 @@ def test_config_names_and_fingerprint():
     four = FutureValueConfig(k=4, cluster_names=[])
     assert four.names() == [f"cluster_rank_{i}" for i in (1, 2, 3, 4)]
     assert dataclasses.replace(FutureValueConfig(), interactions=[], features=CFG.features,
+                               cluster_features=CFG.cluster_features,
                                method="cluster_regression",
                                backtest=BacktestConfig(origins=0)).fingerprint() == \
         CFG.fingerprint()

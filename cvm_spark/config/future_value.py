@@ -109,7 +109,8 @@ class FutureValueConfig:
     horizon_months: int = 3
     k: int = 3
     features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
-    cluster_features: list[str] = field(default_factory=lambda: ["arpu_3m", "arpu_12m"])
+    cluster_features: list[str] = field(
+        default_factory=lambda: ["income_volatility_12m", "income_trend_6m_over_arpu_12m"])
     cluster_transform: str = "signed_log1p"
     cluster_names: list[str] = field(
         default_factory=lambda: ["high_value", "medium_value", "low_value"])
