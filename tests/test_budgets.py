@@ -28,8 +28,11 @@ from cvm_spark.pipeline.profiling import large_task_binaries, profile_log, read_
 
 pytestmark = pytest.mark.e2e
 
-MAX_JOBS = 320  # 291 measured with the 3-origin future-value back-test (was <= 230 without)
-MAX_TASKS = 560  # 500 measured with the future-value back-test (was <= 400 without)
+# 291 jobs / 500 tasks with the 3-origin future-value back-test (<= 230 / 400 without it);
+# 335 / 669 once KMeans clusters on behaviour (volatility, relative trend): its fits take
+# more iterations (kmeans 33 jobs, each back-test origin 21-26; one job per iteration).
+MAX_JOBS = 360
+MAX_TASKS = 720
 MAX_TASKS_SMALL_STAGE = 16
 MIN_BYTES_PER_TASK = 4 * 1024 * 1024
 MAX_PLAN_CHARS = 200_000
