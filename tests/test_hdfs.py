@@ -46,8 +46,9 @@ DATABASE = "cvm_hdfs"
 KEY = "hdfs-test-pseudonym-key-0123456789"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # Tables of sums and means over many accounts: adding the same doubles in another order can
-# change the last bits (rows may reach an aggregate in another order on another file system)
-SUMMED_TABLES = ("tier_summary", "kpi_summary")
+# change the last bits (rows may reach an aggregate in another order on another file system);
+# model_metrics holds the future-value back-test's rollups of errors over accounts
+SUMMED_TABLES = ("tier_summary", "kpi_summary", "model_metrics")
 RUN_SECONDS = 1200        # the HDFS run in its subprocess (it competes with this process)
 LOCK_SECONDS = 300        # until the subprocess holds its lock (JVM start, Delta jars)
 # run_log columns that differ between the two runs: their times, and the fingerprint of the

@@ -214,7 +214,7 @@ def fit_models(training: DataFrame, cfg: FutureValueConfig, seed: int, methods: 
                 metrics = _metrics(clustered, regressions, stats, cfg)
                 result[method] = FutureValueModel(pipeline=pipeline, regressions=regressions,
                                                   config=cfg, seed=seed, metrics=metrics)
-                log.info("future value (%s): %d clusters (%s); in-time hold-out rmse %.4g "
+                log.info("future value: fitted %s, %d clusters (%s); in-time hold-out rmse %.4g "
                          "vs baseline %.4g", method, len(regressions),
                          ", ".join(r.name for r in regressions),
                          _metric(metrics, "overall", "rmse"),
