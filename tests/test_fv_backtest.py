@@ -138,6 +138,30 @@ def test_error_metrics_by_hand(spark):
     assert math.isnan(m[("2024-09/global_regression/cluster:y", "mse_skill")])
 
 
+def test_error_metrics_do_not_depend_on_the_order_of_the_rows(spark):
+    """Sums of doubles depend on the order they are added in (1e12 + 0.1 - 1e12 + 0.2 + 0.3
+    is 0.59997... one way, 0.6 another); Spark merges partial sums in the order tasks finish.
+    The back-test's sums are exact, so any order gives the same rows, value for value."""
+    values = [("x", 1e12, 0.0, 0.0), ("x", 0.1, 0.0, 0.0), ("x", -1e12, 0.0, 0.0),
+              ("x", 0.2, 0.0, 0.0), ("x", 0.3, 0.0, 0.0)]
+    schema = "c string, label double, baseline double, p double"
+    assert sum(v[1] for v in values) != sum(v[1] for v in values[2:] + values[:2])  # premise
+    results = [_by_key(error_metrics(spark.createDataFrame(rows, schema).repartition(n, "label"),
+                                     {"global_regression": F.col("p")}, F.col("c"), "2024-09"))
+               for rows, n in ((values, 1), (values[::-1], 3), (values[2:] + values[:2], 5))]
+    assert results[0] == results[1] == results[2]
+    assert results[0][("2024-09/naive/overall", "realised_mean")] == 0.6 / 5
+
+
+def test_error_metrics_fall_back_to_double_sums_beyond_decimal_range(spark):
+    """Squared errors beyond 10^32 do not fit the exact sum: the double sum is used, no error."""
+    df = spark.createDataFrame([("x", 1e20, 0.0, 0.0), ("x", 1.0, 0.0, 0.0)],
+                               "c string, label double, baseline double, p double")
+    m = _by_key(error_metrics(df, {"global_regression": F.col("p")}, F.col("c"), "2024-09"))
+    assert m[("2024-09/naive/overall", "rmse")] == pytest.approx(1e20 / math.sqrt(2))
+    assert m[("2024-09/naive/overall", "realised_mean")] == pytest.approx(0.5e20)
+
+
 def _rows(skills: dict[str, list[float]]):
     return [(BACKTEST, f"2024-{3 * (i + 1):02d}/{method}/overall", "mse_skill", s)
             for method, values in skills.items() for i, s in enumerate(values)]

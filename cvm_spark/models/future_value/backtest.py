@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 BACKTEST = "future_value_backtest"
 NAIVE = "naive"
 SCOPE = "_bt_scope"  # the cluster name of an evaluated account (per-cluster rows)
+SUM_DECIMALS = 6
 Materialize = Callable[[DataFrame, str], DataFrame]
 
 
@@ -68,24 +69,39 @@ def backtest_origins(facts: DataFrame, snapshot: date, features_cfg: FeaturesCon
             for o in cfg.backtest_offsets]
 
 
+def exact_sum(value: Column) -> Column:
+    """``sum(value)`` that is the same whatever order the rows are added in: each value is
+    rounded to :data:`SUM_DECIMALS` decimals (``decimal(38, 6)``: 32 integer digits) and the
+    decimals are added exactly. Spark merges an aggregate's partial sums in the order its
+    tasks finish, so a sum of doubles can differ in its last bits from one run to the next;
+    the back-test's rollups span partitions (docs/reliability.md, "Determinism"). A sum beyond
+    10^32 (squared errors of absurd amounts) falls back to the plain double sum instead of
+    failing the run."""
+    exact = value.try_cast(f"decimal(38,{SUM_DECIMALS})")
+    total = F.try_sum(exact)
+    out_of_range = F.bool_or(exact.isNull() & value.isNotNull())  # or NaN, infinite
+    return F.when(~out_of_range & total.isNotNull(), total.cast("double")).otherwise(F.sum(value))
+
+
 def error_metrics(df: DataFrame, predictions: dict[str, Column], scope: Column,
                   prefix: str) -> list[MetricRow]:
     """Per method and per scope (``overall`` and each value of ``scope``): ``rmse``,
     ``mae``, ``mse_skill`` = 1 - MSE / MSE of the naive forecast (``baseline``), ``bias`` =
     Σ predicted / Σ realised, ``accounts``, ``predicted_mean`` and ``realised_mean`` (per
     account); the naive forecast itself as method ``naive``.
-    One ``rollup`` over ``df`` (``label``, ``baseline`` and what the columns read).
+    One ``rollup`` over ``df`` (``label``, ``baseline`` and what the columns read); its sums
+    are :func:`exact_sum`, so the rows repeat exactly run after run.
 
     Scopes are ``<prefix>/<method>/overall`` and ``<prefix>/<method>/cluster:<name>``.
     """
     preds = {NAIVE: F.col(BASELINE), **predictions}
     projected = df.select(scope.alias(SCOPE), F.col(LABEL),
                           *[c.alias(f"_p{i}") for i, c in enumerate(preds.values())])
-    aggs = [F.count(F.lit(1)).alias("n"), F.sum(F.col(LABEL)).alias("real")]
+    aggs = [F.count(F.lit(1)).alias("n"), exact_sum(F.col(LABEL)).alias("real")]
     for i in range(len(preds)):
         err = F.col(f"_p{i}") - F.col(LABEL)
-        aggs += [F.sum(err * err).alias(f"sse{i}"), F.sum(F.abs(err)).alias(f"sae{i}"),
-                 F.sum(F.col(f"_p{i}")).alias(f"pred{i}")]
+        aggs += [exact_sum(err * err).alias(f"sse{i}"), exact_sum(F.abs(err)).alias(f"sae{i}"),
+                 exact_sum(F.col(f"_p{i}")).alias(f"pred{i}")]
     rows: list[MetricRow] = []
     for r in projected.rollup(SCOPE).agg(*aggs).collect():
         where = "overall" if r[SCOPE] is None else f"cluster:{r[SCOPE]}"
