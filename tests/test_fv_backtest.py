@@ -36,6 +36,7 @@ def _by_key(rows):
     ({"backtest": {"origins": 0}}, "method 'auto' chooses by the back-test"),
     ({"backtest": {"origins": 3, "step_months": 2}}, "backtest.step_months must be 0"),
     ({"backtest": {"origins": -1}}, "backtest.origins must be in 0..12"),
+    ({"backtest": {"parallel": 0}}, "backtest.parallel must be in 1..12"),
     ({"interactions": [["income_3m"]]}, "interactions[0] must be a pair"),
     ({"interactions": [["income_3m", "income 6m"]]}, "interactions[0] must name plain"),
     ({"interactions": [["income_3m", "arpu_3m"], ["income_3m", "arpu_3m"]]},
@@ -192,3 +193,47 @@ def test_auto_ties_and_configured_method():
     # a candidate without a finite skill is never preferred to one with
     nan = _rows({"cluster_regression": [math.nan], "global_regression": [-0.5]})
     assert choose_method(nan, FutureValueConfig())[0] == "global_regression"
+
+
+# --------------------------------------------------------------------------------------------
+# Origins side by side
+# --------------------------------------------------------------------------------------------
+
+
+def test_side_by_side_keeps_task_order_and_the_callers_spark_tags(spark):
+    """Results come back in task order whatever finishes first, and the threads' Spark jobs
+    carry the caller's local properties (the profile's stage tag)."""
+    import time
+
+    from cvm_spark.models.future_value.backtest import side_by_side
+
+    sc = spark.sparkContext
+    sc.setLocalProperty("cvm.test_tag", "backtest")
+    try:
+        def task(i: int):
+            time.sleep(0.05 * (3 - i))                  # the last task finishes first
+            n = spark.range(10 + i).count()            # a Spark job from this thread
+            return i, n, sc.getLocalProperty("cvm.test_tag")
+        got = side_by_side([lambda i=i: task(i) for i in range(4)], 3)
+    finally:
+        sc.setLocalProperty("cvm.test_tag", None)
+    assert got == [(i, 10 + i, "backtest") for i in range(4)]
+    assert side_by_side([lambda i=i: i * i for i in range(3)], 1) == [0, 1, 4]
+
+
+def test_side_by_side_raises_the_first_failure_after_every_task_ends():
+    from cvm_spark.models.future_value.backtest import side_by_side
+
+    ended = []
+
+    def ok(i: int) -> int:
+        ended.append(i)
+        return i
+
+    def fail(message: str) -> int:
+        raise ValueError(message)
+
+    with pytest.raises(ValueError, match="first"):
+        side_by_side([lambda: ok(0), lambda: fail("first"), lambda: fail("second"),
+                      lambda: ok(3)], 2)
+    assert sorted(ended) == [0, 3]

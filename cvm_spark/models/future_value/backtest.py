@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
 
+from pyspark import inheritable_thread_target
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -44,6 +46,7 @@ NAIVE = "naive"
 SCOPE = "_bt_scope"  # the cluster name of an evaluated account (per-cluster rows)
 SUM_DECIMALS = 6
 Materialize = Callable[[DataFrame, str], DataFrame]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -203,27 +206,50 @@ def run_backtest(origins: list[Origin], cfg: FutureValueConfig, seed: int,
                  ) -> tuple[str, list[MetricRow]]:
     """Fit the candidates at every origin, evaluate them out of time, choose the method.
 
+    The origins run as one stage, ``backtest``, up to ``cfg.backtest.parallel`` of them side
+    by side (:func:`side_by_side`): each is a chain of small Spark jobs (one per KMeans
+    iteration), so one origin alone leaves the cores idle between its jobs. Each origin's
+    fits read only its own (materialised) frames with their own seeds, so the rows are the
+    same in any order.
+
     Returns:
         (the method the production forecast uses, the back-test's metric rows).
     """
     methods = [m for m in cfg.candidates if m in REGRESSION_METHODS]
-    rows: list[MetricRow] = []
-    # the back-test's steps run as stages of their own, one per origin
-    # (backtest_<j>_future_value_training, backtest_<j>_kmeans, ..., backtest_<j>)
-    for i, origin in enumerate(origins):
-        def stage_j(name: str, i: int = i) -> AbstractContextManager[None]:
-            return stage(f"backtest_{i + 1}" + ("" if name == "backtest" else f"_{name}"))
 
+    def one(i: int, origin: Origin) -> list[MetricRow]:
         named = (None if materialize is None
-                 else (lambda df, name, i=i: materialize(df, f"{name}_backtest_{i + 1}")))
-        models = (fit_models(origin.training, cfg, seed, methods, stage=stage_j,
-                             materialize=named, partitions=partitions) if methods else {})
-        with stage_j("backtest"):
-            evaluation: DataFrame | None = origin.evaluation
-            if "btyd_spend" in cfg.candidates:
-                evaluation = _with_btyd(origin.evaluation, cfg, clv_cfg)
-            rows += evaluate(models, evaluation if evaluation is not None
-                             else origin.evaluation, origin.month, cfg,
-                             btyd=evaluation is not None and "btyd_spend" in cfg.candidates)
+                 else (lambda df, name: materialize(df, f"{name}_backtest_{i + 1}")))
+        models = (fit_models(origin.training, cfg, seed, methods, materialize=named,
+                             partitions=partitions) if methods else {})
+        evaluation: DataFrame | None = origin.evaluation
+        if "btyd_spend" in cfg.candidates:
+            evaluation = _with_btyd(origin.evaluation, cfg, clv_cfg)
+        return evaluate(models, evaluation if evaluation is not None else origin.evaluation,
+                        origin.month, cfg,
+                        btyd=evaluation is not None and "btyd_spend" in cfg.candidates)
+
+    with stage("backtest"):
+        per_origin = side_by_side(
+            [lambda i=i, o=o: one(i, o) for i, o in enumerate(origins)],
+            cfg.backtest.parallel)
+    rows = [r for origin_rows in per_origin for r in origin_rows]
     method, choice = choose_method(rows, cfg)
     return method, [*rows, *choice]
+
+
+def side_by_side(tasks: list[Callable[[], T]], parallel: int) -> list[T]:
+    """Run ``tasks`` on up to ``parallel`` driver threads; their results in task order.
+
+    Each task carries the caller's Spark local properties
+    (:func:`pyspark.inheritable_thread_target`: the stage and run tags of the profile, the
+    job description) and shares the session. The first failure in task order is raised once
+    every task has ended.
+    """
+    if parallel <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
+                            thread_name_prefix="cvm-backtest") as pool:
+        futures = [pool.submit(inheritable_thread_target(task)) for task in tasks]
+        wait(futures)
+    return [f.result() for f in futures]
