@@ -36,7 +36,6 @@ def _by_key(rows):
     ({"backtest": {"origins": 0}}, "method 'auto' chooses by the back-test"),
     ({"backtest": {"origins": 3, "step_months": 2}}, "backtest.step_months must be 0"),
     ({"backtest": {"origins": -1}}, "backtest.origins must be in 0..12"),
-    ({"backtest": {"parallel": 0}}, "backtest.parallel must be in 1..12"),
     ({"interactions": [["income_3m"]]}, "interactions[0] must be a pair"),
     ({"interactions": [["income_3m", "income 6m"]]}, "interactions[0] must name plain"),
     ({"interactions": [["income_3m", "arpu_3m"], ["income_3m", "arpu_3m"]]},
@@ -205,7 +204,7 @@ def test_side_by_side_keeps_task_order_and_the_callers_spark_tags(spark):
     carry the caller's local properties (the profile's stage tag)."""
     import time
 
-    from cvm_spark.models.future_value.backtest import side_by_side
+    from cvm_spark.common.threads import side_by_side
 
     sc = spark.sparkContext
     sc.setLocalProperty("cvm.test_tag", "backtest")
@@ -221,8 +220,17 @@ def test_side_by_side_keeps_task_order_and_the_callers_spark_tags(spark):
     assert side_by_side([lambda i=i: i * i for i in range(3)], 1) == [0, 1, 4]
 
 
+def test_parallel_fits_is_checked_before_spark_starts():
+    from cvm_spark.config.warehouse import PerformanceConfig
+
+    with pytest.raises(ConfigError) as err:
+        bind(PerformanceConfig, {"parallel_fits": 0}, "performance")
+    assert "performance.parallel_fits must be in 1..32" in str(err.value), str(err.value)
+    assert bind(PerformanceConfig, {}, "performance").parallel_fits == 4
+
+
 def test_side_by_side_raises_the_first_failure_after_every_task_ends():
-    from cvm_spark.models.future_value.backtest import side_by_side
+    from cvm_spark.common.threads import side_by_side
 
     ended = []
 

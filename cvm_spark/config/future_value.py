@@ -62,22 +62,15 @@ class BacktestConfig:
     Attributes:
         origins: number of origins ``T_j = t - j * step`` (j = 1..origins); 0 = off.
         step_months: months between origins; 0 = the horizon H (must be >= H otherwise).
-        parallel: origins fitted and evaluated at the same time (threads of the driver
-            submitting Spark jobs side by side; 1 = one after the other). The fits are many
-            small jobs (one per KMeans iteration), so side by side they fill the cores that
-            one origin's jobs leave idle; the results do not depend on it.
     """
 
     origins: int = 3
     step_months: int = 0
-    parallel: int = 3
 
     def __post_init__(self) -> None:
         check(0 <= self.origins <= 12, f"backtest.origins must be in 0..12, got {self.origins}")
         check(self.step_months >= 0,
               f"backtest.step_months must be >= 0, got {self.step_months}")
-        check(1 <= self.parallel <= 12,
-              f"backtest.parallel must be in 1..12, got {self.parallel}")
 
 
 @dataclass(frozen=True)

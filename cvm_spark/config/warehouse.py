@@ -91,11 +91,16 @@ class PerformanceConfig:
             join, no shuffle of the event rows) up to this many accounts; above it the
             orphan check joins by shuffling. The same bound applies to the hashes of
             repeated keys that validation marks in a larger table.
+        parallel_fits: model fits that run side by side on driver threads (the loyalty,
+            lifetime-value and future-value fits and the back-test's origins); 1 = one after
+            the other. A fit is a chain of small Spark jobs that leaves the cores idle
+            between jobs; the results do not depend on this.
     """
 
     shuffle_partitions: int = 0
     partition_mb: int = 128
     broadcast_accounts: int = 2_000_000
+    parallel_fits: int = 4
 
     def __post_init__(self) -> None:
         check(0 <= self.shuffle_partitions <= 100_000,
@@ -105,6 +110,8 @@ class PerformanceConfig:
               f"partition_mb must be in 8..4096, got {self.partition_mb}")
         check(self.broadcast_accounts >= 0,
               f"broadcast_accounts must be >= 0, got {self.broadcast_accounts}")
+        check(1 <= self.parallel_fits <= 32,
+              f"parallel_fits must be in 1..32, got {self.parallel_fits}")
 
 
 PRIVACY_KEY_ENV = "CVM_PSEUDONYM_SECRET"

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cvm_spark.common.cuts import quantiles
+from cvm_spark.common.threads import side_by_side
 from cvm_spark.common.timing import StageTimer, no_stage
 from cvm_spark.config import CvmConfig
 from cvm_spark.features.rfm import RfmCuts, rfm_scores, rfm_segment
@@ -158,8 +159,8 @@ def run_value_model(spark: SparkSession, cfg: CvmConfig, accepted: dict[str, Dat
         accounts: the number of accounts (rows of the features): sizes the training frame.
         k_data_start: months back of the earliest accepted monthly fact (A0 back-fill).
         retrain: fit the future-value models (else reuse the saved ones).
-        stage: wraps each step that runs Spark jobs (``model_base``, ``loyalty``,
-            ``future_value_training``, ``kmeans``, ``regression``, ``bgnbd``,
+        stage: wraps each step that runs Spark jobs (``model_base``, ``fits``: loyalty,
+            future value with its back-test and lifetime value side by side,
             ``value_components``, ``tiers``); Spark is lazy, so each step is where its jobs
             actually run. What is left (the outputs'
             projections) runs in the writes.
@@ -240,19 +241,26 @@ class _Fitted:
 def _fit_models(spark: SparkSession, cfg: CvmConfig, features: DataFrame, facts: DataFrame,
                 model_root: str, materialize: Materialize, accounts: int, retrain: bool,
                 stage: StageTimer) -> _Fitted:
-    """Loyalty weights, the future-value model (fitted or loaded) and BG/NBD + Gamma-Gamma."""
-    with stage("loyalty"):
-        loyalty = fit_loyalty(features, cfg.loyalty)
+    """Loyalty weights, the future-value model (fitted or loaded) and BG/NBD + Gamma-Gamma.
+
+    The fits read the materialised model base and facts and not each other's results: they
+    run side by side (``performance.parallel_fits`` driver threads,
+    :func:`cvm_spark.common.threads.side_by_side`) as one stage, ``fits``.
+    """
     lines = cfg.validation.product_lines
     training = training_from_facts(facts, cfg.snapshot, cfg.features, lines, cfg.future_value)
-    future = fit_or_load_future_value(
-        spark, training if retrain else None, cfg.snapshot, cfg.future_value,
-        seed=cfg.run_seed, model_root=model_root, retrain=retrain, stage=stage,
-        materialize=materialize, partitions=training_partitions(accounts),
-        origins=backtest_origins(facts, cfg.snapshot, cfg.features, lines, cfg.future_value),
-        clv_cfg=cfg.clv)
-    with stage("bgnbd"):
-        clv, clv_metrics = fit_lifetime_value(features, cfg)
+    parallel = cfg.performance.parallel_fits
+    with stage("fits"):
+        loyalty, future, (clv, clv_metrics) = side_by_side([
+            lambda: fit_loyalty(features, cfg.loyalty),
+            lambda: fit_or_load_future_value(
+                spark, training if retrain else None, cfg.snapshot, cfg.future_value,
+                seed=cfg.run_seed, model_root=model_root, retrain=retrain,
+                materialize=materialize, partitions=training_partitions(accounts),
+                origins=backtest_origins(facts, cfg.snapshot, cfg.features, lines,
+                                         cfg.future_value),
+                clv_cfg=cfg.clv, parallel=parallel),
+            lambda: fit_lifetime_value(features, cfg)], parallel)
     return _Fitted(loyalty, future, clv, clv_metrics, contribution_weight_metrics(cfg.value))
 
 

@@ -14,16 +14,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar
 
-from pyspark import inheritable_thread_target
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvm_spark.common.months import add_months
+from cvm_spark.common.threads import side_by_side
 from cvm_spark.common.timing import StageTimer, no_stage
 from cvm_spark.config import ClvConfig, FeaturesConfig, FutureValueConfig
 from cvm_spark.config.future_value import AUTO
@@ -46,7 +44,6 @@ NAIVE = "naive"
 SCOPE = "_bt_scope"  # the cluster name of an evaluated account (per-cluster rows)
 SUM_DECIMALS = 6
 Materialize = Callable[[DataFrame, str], DataFrame]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -202,15 +199,15 @@ def _num(value: float) -> float:
 
 def run_backtest(origins: list[Origin], cfg: FutureValueConfig, seed: int,
                  stage: StageTimer = no_stage, materialize: Materialize | None = None,
-                 partitions: int | None = None, clv_cfg: ClvConfig | None = None
-                 ) -> tuple[str, list[MetricRow]]:
+                 partitions: int | None = None, clv_cfg: ClvConfig | None = None,
+                 parallel: int = 1) -> tuple[str, list[MetricRow]]:
     """Fit the candidates at every origin, evaluate them out of time, choose the method.
 
-    The origins run as one stage, ``backtest``, up to ``cfg.backtest.parallel`` of them side
-    by side (:func:`side_by_side`): each is a chain of small Spark jobs (one per KMeans
-    iteration), so one origin alone leaves the cores idle between its jobs. Each origin's
-    fits read only its own (materialised) frames with their own seeds, so the rows are the
-    same in any order.
+    The origins run as one stage, ``backtest``, up to ``parallel`` of them side by side
+    (:func:`cvm_spark.common.threads.side_by_side`): each is a chain of small Spark jobs
+    (one per KMeans iteration), so one origin alone leaves the cores idle between its jobs.
+    Each origin's fits read only its own (materialised) frames with their own seeds, so the
+    rows are the same in any order.
 
     Returns:
         (the method the production forecast uses, the back-test's metric rows).
@@ -231,25 +228,7 @@ def run_backtest(origins: list[Origin], cfg: FutureValueConfig, seed: int,
 
     with stage("backtest"):
         per_origin = side_by_side(
-            [lambda i=i, o=o: one(i, o) for i, o in enumerate(origins)],
-            cfg.backtest.parallel)
+            [lambda i=i, o=o: one(i, o) for i, o in enumerate(origins)], parallel)
     rows = [r for origin_rows in per_origin for r in origin_rows]
     method, choice = choose_method(rows, cfg)
     return method, [*rows, *choice]
-
-
-def side_by_side(tasks: list[Callable[[], T]], parallel: int) -> list[T]:
-    """Run ``tasks`` on up to ``parallel`` driver threads; their results in task order.
-
-    Each task carries the caller's Spark local properties
-    (:func:`pyspark.inheritable_thread_target`: the stage and run tags of the profile, the
-    job description) and shares the session. The first failure in task order is raised once
-    every task has ended.
-    """
-    if parallel <= 1 or len(tasks) <= 1:
-        return [task() for task in tasks]
-    with ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
-                            thread_name_prefix="cvm-backtest") as pool:
-        futures = [pool.submit(inheritable_thread_target(task)) for task in tasks]
-        wait(futures)
-    return [f.result() for f in futures]

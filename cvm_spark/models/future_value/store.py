@@ -15,10 +15,11 @@ from pyspark.errors import AnalysisException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
+from cvm_spark.common.threads import side_by_side
 from cvm_spark.common.timing import StageTimer, no_stage
 from cvm_spark.config import ClvConfig, FeaturesConfig, FutureValueConfig
 from cvm_spark.models.future_value.backtest import Origin, backtest_origins, run_backtest
-from cvm_spark.models.future_value.fit import REGRESSION_METHODS, fit_future_value
+from cvm_spark.models.future_value.fit import REGRESSION_METHODS, fit_future_value, fit_models
 from cvm_spark.models.future_value.model import (
     MODEL,
     FutureValueModel,
@@ -86,7 +87,8 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
                              materialize: Callable[[DataFrame, str], DataFrame] | None = None,
                              partitions: int | None = None,
                              origins: list[Origin] | None = None,
-                             clv_cfg: ClvConfig | None = None) -> FutureValueModel:
+                             clv_cfg: ClvConfig | None = None,
+                             parallel: int = 1) -> FutureValueModel:
     """Train (and save) the snapshot's model, or load the one saved for it.
 
     Args:
@@ -104,6 +106,9 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
             ``retrain`` and ``backtest.origins > 0``: the candidates are back-tested, the
             method chosen (``method: auto``) and the rows added to the model's metrics.
         clv_cfg: the lifetime-value settings (needed when ``btyd_spend`` is a candidate).
+        parallel: driver threads for the fits (:func:`cvm_spark.common.threads.side_by_side`):
+            with the back-test, the production fit of every regression candidate runs beside
+            the origins (then the chosen one is kept), as one stage ``future_value``.
 
     Raises:
         FutureValueModelNotFound: ``retrain`` is False and nothing is saved for the snapshot.
@@ -116,15 +121,26 @@ def fit_or_load_future_value(spark: SparkSession, training: DataFrame | None, sn
         if cfg.backtest.origins > 0:
             if origins is None:
                 raise ValueError("the back-test needs its origins (backtest_origins)")
-            method, rows = run_backtest(origins, cfg, seed, stage=stage,
-                                        materialize=materialize, partitions=partitions,
-                                        clv_cfg=clv_cfg)
-        # btyd_spend replaces the forecast at scoring (use_btyd_spend); the clusters and the
-        # in-time hold-out still come from a regression model
-        regression = method if method in REGRESSION_METHODS else next(
-            (c for c in cfg.candidates if c in REGRESSION_METHODS), "cluster_regression")
-        model = fit_future_value(training, cfg, seed, stage=stage, materialize=materialize,
-                                 partitions=partitions, method=regression)
+            # the production fit of every regression candidate, beside the back-test that
+            # chooses among them (the clustering is shared; one regression more per method)
+            candidates = [c for c in cfg.candidates if c in REGRESSION_METHODS]
+            fitted_methods = candidates or ["cluster_regression"]
+            with stage("future_value"):
+                (method, rows), fitted = side_by_side([
+                    lambda: run_backtest(origins, cfg, seed, materialize=materialize,
+                                         partitions=partitions, clv_cfg=clv_cfg,
+                                         parallel=parallel),
+                    lambda: fit_models(training, cfg, seed, fitted_methods,
+                                       materialize=materialize, partitions=partitions)],
+                    parallel)
+            # btyd_spend replaces the forecast at scoring (use_btyd_spend); the clusters and
+            # the in-time hold-out still come from a regression model
+            model = fitted[method if method in fitted else fitted_methods[0]]
+        else:
+            regression = method if method in REGRESSION_METHODS else next(
+                (c for c in cfg.candidates if c in REGRESSION_METHODS), "cluster_regression")
+            model = fit_future_value(training, cfg, seed, stage=stage, materialize=materialize,
+                                     partitions=partitions, method=regression)
         model = dataclasses.replace(
             model, metrics=[*model.metrics, (MODEL, f"method:{method}", "in_use", 1.0), *rows])
         save_future_value(model, model_root, snapshot)
