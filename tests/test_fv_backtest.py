@@ -8,6 +8,7 @@ model_metrics) is in tests/test_pipeline_e2e.py.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 from pyspark.sql import functions as F
@@ -213,7 +214,9 @@ def test_side_by_side_keeps_task_order_and_the_callers_spark_tags(spark):
             time.sleep(0.05 * (3 - i))                  # the last task finishes first
             n = spark.range(10 + i).count()            # a Spark job from this thread
             return i, n, sc.getLocalProperty("cvm.test_tag")
-        got = side_by_side([lambda i=i: task(i) for i in range(4)], 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")     # nothing on the user's console
+            got = side_by_side([lambda i=i: task(i) for i in range(4)], 3)
     finally:
         sc.setLocalProperty("cvm.test_tag", None)
     assert got == [(i, 10 + i, "backtest") for i in range(4)]
@@ -229,7 +232,7 @@ def test_parallel_fits_is_checked_before_spark_starts():
     assert bind(PerformanceConfig, {}, "performance").parallel_fits == 4
 
 
-def test_side_by_side_raises_the_first_failure_after_every_task_ends():
+def test_side_by_side_raises_the_first_failure_after_every_task_ends(spark):
     from cvm_spark.common.threads import side_by_side
 
     ended = []

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from pyspark import inheritable_thread_target
+from pyspark.sql import SparkSession
 
 T = TypeVar("T")
 
@@ -20,15 +21,18 @@ T = TypeVar("T")
 def side_by_side(tasks: list[Callable[[], T]], parallel: int) -> list[T]:
     """Run ``tasks`` on up to ``parallel`` driver threads; their results in task order.
 
-    Each task carries the caller's Spark local properties
-    (:func:`pyspark.inheritable_thread_target`: the stage and run tags of the profile, the
-    job description) and shares the session. The first failure in task order is raised once
-    every task has ended. ``parallel`` 1 (or one task) runs them in turn in this thread.
+    Each task carries the caller's Spark local properties and job tags
+    (:func:`pyspark.inheritable_thread_target` with the active session: the stage and run
+    tags of the profile, the job description) and shares the session. The first failure in
+    task order is raised once every task has ended. ``parallel`` 1, one task, or no active
+    session runs them in turn in this thread.
     """
-    if parallel <= 1 or len(tasks) <= 1:
+    session = SparkSession.getActiveSession()
+    if parallel <= 1 or len(tasks) <= 1 or session is None:
         return [task() for task in tasks]
+    inherit = inheritable_thread_target(session)
     with ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
                             thread_name_prefix="cvm-fit") as pool:
-        futures = [pool.submit(inheritable_thread_target(task)) for task in tasks]
+        futures = [pool.submit(inherit(task)) for task in tasks]
         wait(futures)
     return [f.result() for f in futures]
