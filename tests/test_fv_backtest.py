@@ -223,6 +223,34 @@ def test_side_by_side_keeps_task_order_and_the_callers_spark_tags(spark):
     assert side_by_side([lambda i=i: i * i for i in range(3)], 1) == [0, 1, 4]
 
 
+def test_side_by_side_tasks_keep_their_own_local_properties(spark):
+    """What one task sets on its thread (a job description, the plan recorder's call site)
+    does not show in another task's jobs: each task has its own copy of the caller's
+    properties. pyspark's session wrapper shares one copy among the functions it wraps."""
+    import threading
+
+    from cvm_spark.common.threads import side_by_side
+
+    sc = spark.sparkContext
+    both_set = threading.Barrier(2, timeout=30)
+
+    def task(name: str) -> tuple[str | None, str | None]:
+        sc.setLocalProperty("cvm.test_own", name)
+        both_set.wait()                               # the other task has set its own
+        own = sc.getLocalProperty("cvm.test_own")
+        both_set.wait()
+        sc.setLocalProperty("cvm.test_own", None)
+        return own, sc.getLocalProperty("cvm.test_inherited")
+
+    sc.setLocalProperty("cvm.test_inherited", "caller")
+    try:
+        got = side_by_side([lambda: task("a"), lambda: task("b")], 2)
+    finally:
+        sc.setLocalProperty("cvm.test_inherited", None)
+    assert got == [("a", "caller"), ("b", "caller")]
+    assert sc.getLocalProperty("cvm.test_own") is None    # the caller's thread untouched
+
+
 def test_parallel_fits_is_checked_before_spark_starts():
     from cvm_spark.config.warehouse import PerformanceConfig
 

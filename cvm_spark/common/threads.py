@@ -30,9 +30,12 @@ def side_by_side(tasks: list[Callable[[], T]], parallel: int) -> list[T]:
     session = SparkSession.getActiveSession()
     if parallel <= 1 or len(tasks) <= 1 or session is None:
         return [task() for task in tasks]
-    inherit = inheritable_thread_target(session)
+    # one wrapper per task: pyspark's wrapper made with a session hands every function it
+    # wraps the *same* copy of the caller's local properties, so one thread's
+    # setLocalProperty (a job description, a call site) would show in the others' jobs
+    wrapped = [inheritable_thread_target(session)(task) for task in tasks]
     with ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
                             thread_name_prefix="cvm-fit") as pool:
-        futures = [pool.submit(inherit(task)) for task in tasks]
+        futures = [pool.submit(task) for task in wrapped]
         wait(futures)
     return [f.result() for f in futures]
