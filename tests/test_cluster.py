@@ -231,13 +231,14 @@ def pythons(cluster: Cluster) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def inputs(make_bank) -> Path:
     """A small generated bank and a config file pointing at it (written once)."""
-    from banks import config_file
+    from banks import ONE_BACKTEST_ORIGIN, config_file
 
     # the same partitioning in both runs (local[2] vs two 1-core executors), so
     # partition-dependent steps (k-means|| initialisation, quantile sketches) match
     cfg = make_bank(300, 14, name="cluster", snapshot_month=SNAPSHOT,
                     spark={"spark.sql.shuffle.partitions": "2",
-                           "spark.default.parallelism": "2"})
+                           "spark.default.parallelism": "2"},
+                    future_value=ONE_BACKTEST_ORIGIN)
     assert cfg.output.database == DATABASE
     return config_file(cfg, Path(cfg.inputs.root).parent / "cvm-cluster.yaml")
 

@@ -456,7 +456,7 @@ LOCKED_LINE = re.compile(
 def conc_config(spark, make_bank) -> Path:
     """A small generated bank (150 accounts x 14 months ending 2024-12) and a config file for
     ``cvm run`` with a warehouse that does not exist yet."""
-    from banks import config_file
+    from banks import ONE_BACKTEST_ORIGIN, config_file
 
     # the partitioning of the test session (so results match it), a small driver, and the
     # Delta jars this session already resolved: three processes resolving them with Ivy at
@@ -466,7 +466,8 @@ def conc_config(spark, make_bank) -> Path:
     cfg = make_bank(150, 14, name="conc", snapshot_month="2024-12",
                     spark={"spark.sql.shuffle.partitions": "2",
                            "spark.default.parallelism": "2", "spark.driver.memory": "2g",
-                           "spark.ui.enabled": "false", "spark.jars": jars})
+                           "spark.ui.enabled": "false", "spark.jars": jars},
+                    future_value=ONE_BACKTEST_ORIGIN)
     assert cfg.output.database == DATABASE and not Path(cfg.output.warehouse).exists()
     return config_file(cfg, Path(cfg.inputs.root).parent / "cvm.yaml")
 

@@ -113,7 +113,7 @@ class Bank:
 @pytest.fixture(scope="module")
 def bank(spark, make_bank, dfs) -> Bank:
     """The generated bank, its inputs copied to HDFS as they are (same bytes, same files)."""
-    from banks import config_file
+    from banks import ONE_BACKTEST_ORIGIN, config_file
 
     from cvm_spark.config import load_config
 
@@ -122,7 +122,8 @@ def bank(spark, make_bank, dfs) -> Bank:
     cfg = make_bank(300, 14, name="hdfs", snapshot_month=SNAPSHOT,
                     privacy={"pseudonymise": True},
                     spark={"spark.jars": jars, "spark.driver.memory": "2g",
-                           "spark.ui.enabled": "false"})
+                           "spark.ui.enabled": "false"},
+                    future_value=ONE_BACKTEST_ORIGIN)
     assert cfg.output.database == DATABASE
     fs, target = _fs(spark, dfs.url("/landing/bank"))
     _, source = _fs(spark, Path(cfg.inputs.root).as_uri())

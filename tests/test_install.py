@@ -86,7 +86,8 @@ def test_setup_makes_a_venv_of_another_python_and_the_job_runs_there(tmp_path):
         [cvm, "run", "--config", str(ROOT / "conf" / "cvm.yaml"), "--generate",
          "--accounts", "300", "--master", "local[2]",
          "--set", f"inputs.root={tmp_path / 'data'}",
-         "--set", f"output.warehouse={tmp_path / 'wh'}", "--set", "generator.months=13"],
+         "--set", f"output.warehouse={tmp_path / 'wh'}", "--set", "generator.months=13",
+         "--set", "future_value.backtest.origins=1"],   # tests/banks.py ONE_BACKTEST_ORIGIN
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=RUN_SECONDS,
         check=False)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])

@@ -124,6 +124,8 @@ class StageReader:
 def skew_run(spark, make_bank):
     """The generated bank with its hot account, the full pipeline run on it, and the stage
     reads of the run: (cfg, hot account id, RunSummary, StageReader)."""
+    from banks import ONE_BACKTEST_ORIGIN
+
     from cvm_spark.pipeline.run_log import CodeVersion
     from cvm_spark.pipeline.runner import run_snapshot
     from cvm_spark.schemas.inputs import TRANSACTIONS
@@ -131,7 +133,8 @@ def skew_run(spark, make_bank):
     # a fixed shuffle count: sized from these few MB of input, the run would use one per core
     cfg = make_bank(200, 13, name="skew", snapshot_month="2024-12",
                     generator={"bad_row_share": 0.0},
-                    performance={"shuffle_partitions": SHUFFLE_PARTITIONS})
+                    performance={"shuffle_partitions": SHUFFLE_PARTITIONS},
+                    future_value=ONE_BACKTEST_ORIGIN)
     # the hot account: the first account open all year and never closed
     hot = (spark.read.parquet(f"{cfg.inputs.root}/accounts")
            .where((F.col("open_date") < F.lit(YEAR_START)) & F.col("close_date").isNull())
