@@ -23,7 +23,8 @@ def side_by_side(tasks: list[Callable[[], T]], parallel: int) -> list[T]:
 
     Each task carries the caller's Spark local properties and job tags
     (:func:`pyspark.inheritable_thread_target` with the active session: the stage and run
-    tags of the profile, the job description) and shares the session. The first failure in
+    tags of the profile, the job description) and shares the session; each task has its own
+    copy of the properties, so what one task sets stays in its own jobs. The first failure in
     task order is raised once every task has ended. ``parallel`` 1, one task, or no active
     session runs them in turn in this thread.
     """
